@@ -1,0 +1,163 @@
+"""The config schema shared by every experiment.
+
+Every `configs/*.py` starts from `base_config()`, which declares every key medjax
+knows. The returned dict is locked, so a typo in a config file or on the command
+line (`--config.bach_size=16`) fails at once instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import ml_collections
+
+# Keys that may change between runs in one workdir (resuming with more steps, a
+# different logging cadence, another data dir). Any other difference means the
+# workdir belongs to another experiment.
+RUN_CONTROL_KEYS = frozenset({
+    'num_train_steps', 'log_every_steps', 'checkpoint_every_steps',
+    'sample_every_steps', 'keep_checkpoints', 'dataset.data_dir',
+    'num_sample_images',
+})
+
+MODEL_NAMES = ('dcgan',)
+DTYPES = ('float32', 'bfloat16', 'float16')
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Returns the locked default config holding every known key.
+
+  Returns:
+    A locked `ConfigDict`; experiment configs change values, never add keys.
+  """
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.num_train_steps = 10_000
+  c.batch_size = 128  # Global, over all devices and processes.
+  c.log_every_steps = 50
+  c.checkpoint_every_steps = 500
+  c.sample_every_steps = 500
+  c.keep_checkpoints = 3
+  c.num_sample_images = 64  # Images in the periodic sample grid.
+
+  c.dataset = ml_collections.ConfigDict()
+  c.dataset.name = 'mni_brain_phantom'
+  c.dataset.split = 'train'
+  c.dataset.image_size = 64  # Training resolution; images resized on load.
+  c.dataset.channels = 1
+  c.dataset.data_dir = ''  # '' = TFDS default ($TFDS_DATA_DIR).
+  # The embedded phantom: size and counts it is generated with.
+  c.dataset.phantom = ml_collections.ConfigDict(
+      dict(image_size=256, num_train=2000, num_test=400, seed=0))
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'dcgan'
+  c.model.latent_dim = 100
+  c.model.dtype = 'float32'  # Compute dtype; 'bfloat16' for mixed precision.
+  c.model.param_dtype = 'float32'
+  # Layers in PyTorch terms (kernel, stride, padding), so papers map 1:1.
+  c.model.g_features = (512, 256, 128, 64)
+  c.model.g_kernels = (4, 4, 4, 4, 4)
+  c.model.g_strides = (1, 2, 2, 2, 2)
+  c.model.g_paddings = (0, 1, 1, 1, 1)
+  c.model.d_features = (64, 128, 256, 512)
+  c.model.d_kernels = (4, 4, 4, 4, 4)
+  c.model.d_strides = (2, 2, 2, 2, 1)
+  c.model.d_paddings = (1, 1, 1, 1, 0)
+  c.model.init_std = 0.02
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = 'adam'
+  c.optimizer.g_learning_rate = 2e-4
+  c.optimizer.d_learning_rate = 2e-4
+  c.optimizer.b1 = 0.5
+  c.optimizer.b2 = 0.999
+
+  c.lock()
+  return c
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks a config against the schema and for consistent values.
+
+  Args:
+    config: The experiment config.
+
+  Raises:
+    ValueError: naming every unknown or missing key, or a bad value.
+  """
+  known = set(flatten(base_config()))
+  given = set(flatten(config))
+  errors = []
+  if unknown := sorted(given - known):
+    errors.append(f'unknown config keys: {", ".join(unknown)}')
+  if missing := sorted(known - given):
+    errors.append(f'missing config keys: {", ".join(missing)}')
+  if errors:
+    raise ValueError('; '.join(errors) + ' (see medjax/config_lib.py for the '
+                     'schema)')
+  if config.model.name not in MODEL_NAMES:
+    raise ValueError(f'model.name={config.model.name!r}, expected one of '
+                     f'{MODEL_NAMES}')
+  for key in ('dtype', 'param_dtype'):
+    if config.model[key] not in DTYPES:
+      raise ValueError(f'model.{key}={config.model[key]!r}, expected one of '
+                       f'{DTYPES}')
+  for key in ('num_train_steps', 'batch_size', 'log_every_steps',
+              'checkpoint_every_steps', 'sample_every_steps'):
+    if config[key] <= 0:
+      raise ValueError(f'{key} must be positive, got {config[key]}')
+
+
+def flatten(config: ml_collections.ConfigDict | dict,
+            prefix: str = '') -> dict[str, Any]:
+  """Flattens nested config dicts into {'a.b': value}."""
+  out = {}
+  for key, value in config.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, (ml_collections.ConfigDict, dict)):
+      out.update(flatten(value, name + '.'))
+    else:
+      out[name] = value
+  return out
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+  return config.to_json(indent=2, sort_keys=True)
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+  """Rebuilds a config saved with `to_json`, checked against the schema."""
+  data = json.loads(text)
+  config = base_config()
+  flat = flatten(data)
+  with config.unlocked():
+    for key, value in flat.items():
+      parent = config
+      *path, leaf = key.split('.')
+      for part in path:
+        if part not in parent:
+          raise ValueError(f'saved config has unknown key {key!r}')
+        parent = parent[part]
+      if leaf not in parent:
+        raise ValueError(f'saved config has unknown key {key!r}')
+      old = parent[leaf]
+      parent[leaf] = tuple(value) if isinstance(old, tuple) else value
+  return config
+
+
+def experiment_differences(saved: ml_collections.ConfigDict,
+                           current: ml_collections.ConfigDict) -> list[str]:
+  """Lists keys that make `current` a different experiment from `saved`."""
+  a, b = flatten(saved), flatten(current)
+  diffs = []
+  for key in sorted(set(a) | set(b)):
+    if key in RUN_CONTROL_KEYS:
+      continue
+    va, vb = a.get(key), b.get(key)
+    if isinstance(va, (list, tuple)) and isinstance(vb, (list, tuple)):
+      va, vb = list(va), list(vb)
+    if va != vb:
+      diffs.append(f'{key}: {va!r} -> {vb!r}')
+  return diffs

@@ -1,0 +1,120 @@
+"""DCGAN shapes and dtypes, and the CPU convolution weight gradient."""
+
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from medjax import config_lib
+from medjax.models import conv
+from medjax.models import dcgan
+from medjax.trainers import gan
+from tests.conftest import REPO
+
+
+def _config(name):
+  namespace = {}
+  with open(f'{REPO}/configs/{name}.py') as f:
+    exec(compile(f.read(), name, 'exec'), namespace)  # pylint: disable=exec-used
+  return namespace['get_config']()
+
+
+@pytest.mark.parametrize('name,size', [('dcgan_brain', 64),
+                                       ('dcgan256_brain', 256)])
+def test_generator_and_discriminator_shapes(name, size):
+  task = gan.GANTask(_config(name))
+  state = jax.eval_shape(task.init, jax.random.key(0))
+  z = jax.ShapeDtypeStruct((3, 100), jnp.float32)
+  out = jax.eval_shape(task.generate, state.g_params, state.g_stats, z)
+  assert out.shape == (3, size, size, 1) and out.dtype == jnp.float32
+  logits = jax.eval_shape(
+      lambda p, s, x: task.discriminator.apply(
+          {'params': p, 'batch_stats': s}, x, train=False),
+      state.d_params, state.d_stats,
+      jax.ShapeDtypeStruct((3, size, size, 1), jnp.float32))
+  assert logits.shape == (3,)
+  # The PyTorch reference DCGAN (nc=1, nz=100) has these parameter counts,
+  # BatchNorm affine parameters included.
+  if size == 64:
+    count = lambda t: sum(x.size for x in jax.tree.leaves(t))
+    assert count(state.g_params) == 3_574_656
+    assert count(state.d_params) == 2_763_520
+
+
+def test_layer_arithmetic_matches_pytorch():
+  assert dcgan.conv_out_size(1, (4, 4, 4, 4, 4), (1, 2, 2, 2, 2),
+                             (0, 1, 1, 1, 1), transpose=True) == 64
+  assert dcgan.conv_out_size(1, (4, 4, 4, 4, 10), (1, 2, 2, 2, 8),
+                             (0, 1, 1, 1, 1), transpose=True) == 256
+  assert dcgan.conv_out_size(256, (10, 4, 4, 4, 4), (8, 2, 2, 2, 1),
+                             (1, 1, 1, 1, 0), transpose=False) == 1
+
+
+def test_mismatched_layers_give_clear_error():
+  config = _config('dcgan_brain')
+  config.dataset.image_size = 128
+  with pytest.raises(ValueError, match='64x64 images but dataset.image_size'):
+    gan.GANTask(config)
+
+
+def test_bfloat16_compute_keeps_float32_params():
+  config = _config('dcgan_brain')
+  config.model.dtype = 'bfloat16'
+  task = gan.GANTask(config)
+  state = jax.eval_shape(task.init, jax.random.key(0))
+  assert {x.dtype for x in jax.tree.leaves(state.g_params)} == {jnp.dtype('float32')}
+  hidden = jax.eval_shape(
+      lambda p, s, z: task.generator.apply(
+          {'params': p, 'batch_stats': s}, z, train=False,
+          capture_intermediates=True)[1]['intermediates']['deconv0'],
+      state.g_params, state.g_stats,
+      jax.ShapeDtypeStruct((2, 100), jnp.float32))
+  assert hidden['__call__'][0].dtype == jnp.bfloat16
+
+
+def test_transposed_conv_equals_pytorch_definition():
+  # PyTorch ConvTranspose2d(k=4, s=2, p=1): scatter each input pixel times the
+  # kernel into the output at (s*h - p + i, s*w - p + j).
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(1, 3, 3, 2)).astype(np.float32)
+  w_torch = rng.normal(size=(4, 4, 2, 5)).astype(np.float32)  # (kh,kw,I,O)
+  k, s, p = 4, 2, 1
+  h_out = (3 - 1) * s + k - 2 * p
+  want = np.zeros((1, h_out + 2 * k, h_out + 2 * k, 5), np.float32)
+  for h in range(3):
+    for w in range(3):
+      for i in range(k):
+        for j in range(k):
+          want[0, k + s * h - p + i, k + s * w - p + j] += x[0, h, w] @ w_torch[i, j]
+  want = want[:, k:k + h_out, k:k + h_out]
+  # Flax's kernel is PyTorch's flipped in space.
+  got = conv.conv_general_dilated(
+      jnp.asarray(x), jnp.asarray(w_torch[::-1, ::-1]), (1, 1),
+      ((k - 1 - p, k - 1 - p),) * 2, lhs_dilation=(s, s),
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('h,k,s,pad,d', [
+    (9, 3, 1, (1, 1), 1), (10, 4, 2, (1, 1), 1), (11, 3, 2, (0, 2), 1),
+    (4, 4, 1, (2, 2), 2), (6, 10, 1, (8, 8), 8), (1, 4, 1, (3, 3), 1),
+    (7, 5, 1, (1, 3), 3)])
+def test_fast_weight_gradient_equals_xla(h, k, s, pad, d):
+  x = jax.random.normal(jax.random.key(0), (2, h, h + 1, 3))
+  w = jax.random.normal(jax.random.key(1), (k, k, 3, 5))
+  dn = ('NHWC', 'HWIO', 'NHWC')
+
+  def loss(fn):
+    return lambda x, w: (fn(x, w, (s, s), (pad, pad), lhs_dilation=(d, d),
+                            dimension_numbers=dn) ** 2).sum()
+
+  want = jax.grad(loss(lax.conv_general_dilated), (0, 1))(x, w)
+  got = jax.grad(loss(conv.conv_general_dilated), (0, 1))(x, w)
+  for a, b in zip(want, got):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * np.abs(a).max())
+
+
+def test_validate_accepts_tiny_test_config(tmp_path):
+  from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  config_lib.validate(tiny_config(str(tmp_path)))
