@@ -6,6 +6,7 @@ Override any config key: `--config.batch_size=64`. Unknown keys are an error.
 Run the same command again to resume from the latest checkpoint.
 """
 
+import logging as pylogging
 import os
 
 from absl import app
@@ -31,9 +32,15 @@ def _cluster_detected() -> bool:
           or int(os.environ.get('SLURM_NTASKS', '1')) > 1)
 
 
+def _quiet_orbax(record) -> bool:
+  # Orbax logs every save step by step at INFO; keep its warnings only.
+  return record.levelno >= pylogging.WARNING or 'orbax' not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_quiet_orbax)
   distributed = _DISTRIBUTED.value
   if distributed or (distributed is None and _cluster_detected()):
     jax.distributed.initialize()

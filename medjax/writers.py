@@ -25,7 +25,7 @@ def tensorflow_available() -> bool:
 
 
 def create_default_writer(logdir: str, *, just_logging: bool = False):
-  """A writer that logs scalars and, unless `just_logging`, writes TensorBoard.
+  """A TensorBoard writer, or one that writes nothing if `just_logging`.
 
   Args:
     logdir: the TensorBoard log directory.
@@ -38,41 +38,25 @@ def create_default_writer(logdir: str, *, just_logging: bool = False):
     from clu import metric_writers  # pylint: disable=g-import-not-at-top
     return metric_writers.create_default_writer(
         logdir, just_logging=just_logging)
-  writers = [LoggingWriter()]
-  if not just_logging:
-    writers.append(EventFileWriter(logdir))
-  return MultiWriter(writers)
+  if just_logging:
+    return NullWriter()  # The progress line already logs the scalars.
+  return EventFileWriter(logdir)
 
 
-class MultiWriter:
-  """Forwards every call to several writers."""
+class NullWriter:
+  """Writes nothing (processes other than 0)."""
 
-  def __init__(self, writers):
-    self._writers = list(writers)
-
-  def __getattr__(self, name):
-    def call(*args, **kwargs):
-      for w in self._writers:
-        getattr(w, name)(*args, **kwargs)
-    return call
-
-
-class LoggingWriter:
-  """Logs scalars and texts with absl; ignores images."""
-
-  def write_scalars(self, step: int, scalars: Mapping[str, Any]):
-    values = ', '.join(f'{k}={float(v):.6g}' for k, v in sorted(scalars.items()))
-    logging.info('[%d] %s', step, values)
-
-  def write_texts(self, step: int, texts: Mapping[str, str]):
-    for k, v in texts.items():
-      logging.info('[%d] %s: %s', step, k, v)
-
-  def write_hparams(self, hparams: Mapping[str, Any]):
-    logging.info('hparams: %s', dict(hparams))
+  def write_scalars(self, step, scalars):
+    del step, scalars
 
   def write_images(self, step, images):
     del step, images
+
+  def write_texts(self, step, texts):
+    del step, texts
+
+  def write_hparams(self, hparams):
+    del hparams
 
   def flush(self):
     pass

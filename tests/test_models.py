@@ -113,6 +113,13 @@ def test_fast_weight_gradient_equals_xla(h, k, s, pad, d):
   got = jax.grad(loss(conv.conv_general_dilated), (0, 1))(x, w)
   for a, b in zip(want, got):
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * np.abs(a).max())
+  # The k*k-matmul formula itself, also where the layer keeps XLA's (strided).
+  y, vjp = jax.vjp(lambda w: lax.conv_general_dilated(
+      x, w, (s, s), (pad, pad), lhs_dilation=(d, d), dimension_numbers=dn), w)
+  (want_dw,) = vjp(y)
+  np.testing.assert_allclose(
+      conv.weight_grad(x, y, w.shape, (s, s), (pad, pad), (d, d)), want_dw,
+      rtol=1e-5, atol=1e-5 * np.abs(want_dw).max())
 
 
 def test_validate_accepts_tiny_test_config(tmp_path):

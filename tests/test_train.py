@@ -43,8 +43,9 @@ def _restore(workdir):
   return state
 
 
-def test_train_step_updates_everything_and_losses_are_finite(tmp_path):
-  config = tiny_config(str(tmp_path))
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+def test_train_step_updates_everything_and_losses_are_finite(tmp_path, dtype):
+  config = tiny_config(str(tmp_path), **{'model.dtype': dtype})
   task = gan.GANTask(config)
   state = task.init(jax.random.key(0))
   batch = {'image': jax.random.randint(jax.random.key(1), (8, 16, 16, 1), 0,

@@ -1,0 +1,93 @@
+r"""Times the jitted GAN train step on synthetic batches.
+
+  python bench/train_step.py --config=configs/dcgan_brain.py --batch_size=128
+
+Prints one JSON line per measurement (images/s, step ms, compile s, model
+FLOPs per image from XLA's cost analysis) and a short table. Runs on CPU and
+GPU; imports nothing that needs TensorFlow. Record results with the device and
+date in docs/benchmarks.md.
+"""
+
+import argparse
+import datetime
+import importlib.util
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from medjax import config_lib
+from medjax.trainers import gan
+
+
+def load_config(path: str):
+  spec = importlib.util.spec_from_file_location('bench_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def measure(config, batch_size: int, steps: int, warmup: int) -> dict:
+  """Compiles and times `steps` train steps; returns the measurement."""
+  config_lib.validate(config)
+  task = gan.GANTask(config)
+  state = jax.jit(task.init)(jax.random.key(0))
+  shape = (batch_size,) + task.image_shape
+  batch = {'image': jnp.asarray(
+      np.random.default_rng(0).integers(0, 256, shape, np.uint8))}
+  step = jax.jit(task.train_step, donate_argnums=0)
+  t = time.perf_counter()
+  compiled = step.lower(state, batch, jax.random.key(0)).compile()
+  compile_s = time.perf_counter() - t
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost.get('flops', float('nan'))) if cost else float('nan')
+  for i in range(warmup):
+    state, metrics = compiled(state, batch, jax.random.key(i))
+  jax.block_until_ready((state, metrics))
+  t = time.perf_counter()
+  for i in range(steps):
+    state, metrics = compiled(state, batch, jax.random.key(i))
+  jax.block_until_ready((state, metrics))
+  step_s = (time.perf_counter() - t) / steps
+  return {
+      'bench': 'train_step', 'model': config.model.name,
+      'image_size': config.dataset.image_size, 'batch': batch_size,
+      'dtype': config.model.dtype, 'images_per_s': batch_size / step_s,
+      'step_ms': 1e3 * step_s, 'compile_s': compile_s,
+      'gflop_per_image': flops / batch_size / 1e9,
+      'device': jax.devices()[0].device_kind, 'backend': jax.default_backend(),
+      'num_devices': jax.device_count(), 'jax': jax.__version__,
+      'date': datetime.date.today().isoformat(),
+  }
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--config', default='configs/dcgan_brain.py')
+  parser.add_argument('--batch_size', type=int, nargs='+', default=[128])
+  parser.add_argument('--dtypes', nargs='+', default=['float32', 'bfloat16'])
+  parser.add_argument('--steps', type=int, default=10)
+  parser.add_argument('--warmup', type=int, default=2)
+  args = parser.parse_args()
+  rows = []
+  for dtype in args.dtypes:
+    for batch_size in args.batch_size:
+      config = load_config(args.config)
+      config.model.dtype = dtype
+      row = measure(config, batch_size, args.steps, args.warmup)
+      print(json.dumps(row), flush=True)
+      rows.append(row)
+  print(f'\n| model | size | batch | dtype | img/s | step ms | compile s | '
+        f'GFLOP/img | device |\n|---|---|---|---|---|---|---|---|---|')
+  for r in rows:
+    print(f"| {r['model']} | {r['image_size']} | {r['batch']} | {r['dtype']} "
+          f"| {r['images_per_s']:.1f} | {r['step_ms']:.1f} | "
+          f"{r['compile_s']:.1f} | {r['gflop_per_image']:.2f} | "
+          f"{r['device']} |")
+
+
+if __name__ == '__main__':
+  main()
