@@ -31,22 +31,18 @@ def make_mesh() -> Mesh:
   return Mesh(np.asarray(jax.devices()), ('data',))
 
 
-def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> bool:
-  """Refuses a workdir that holds another experiment; records the config.
+def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Refuses a workdir that holds another experiment.
 
   Args:
     config: the config of this run.
     workdir: the run directory.
 
-  Returns:
-    Whether the workdir already held this experiment.
-
   Raises:
     ValueError: if the workdir belongs to another experiment.
   """
   path = epath.Path(workdir) / CONFIG_FILE
-  existed = path.exists()
-  if existed:
+  if path.exists():
     saved = config_lib.from_json(path.read_text())
     if diffs := config_lib.experiment_differences(saved, config):
       raise ValueError(
@@ -57,12 +53,16 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> bool:
     raise ValueError(f'workdir {workdir} has checkpoints but no {CONFIG_FILE}:'
                      ' it was not written by this medjax run; use a new '
                      '--workdir')
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Records the run's config in the workdir (atomically, process 0 only)."""
   if jax.process_index() == 0:
-    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    path = epath.Path(workdir) / CONFIG_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f'{CONFIG_FILE}.tmp'
     tmp.write_text(config_lib.to_json(config))
     os.replace(tmp, path)
-  return existed
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -110,6 +110,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   init_rng, step_root, sample_rng = jax.random.split(
       jax.random.key(config.seed), 3)
   init = jax.jit(task.init, out_shardings=replicated)
+  # Written only once data and model are known to build, so a run that fails
+  # at set-up leaves no config behind that would lock the workdir.
+  write_config(config, workdir)
   ckpt = checkpointing.Checkpointer(
       os.path.join(os.path.abspath(workdir), 'checkpoints'),
       config.keep_checkpoints)

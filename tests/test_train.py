@@ -166,3 +166,12 @@ def test_sample_is_deterministic_and_writes_pngs(data_dir, tmp_path):
   assert written['synthetic'] and written['step'] == 2 and written['seed'] == 7
   assert written['files'] == [f'img_{i:05d}.png' for i in range(5)]
   assert all(os.path.exists(os.path.join(out, f)) for f in written['files'])
+
+
+def test_failed_setup_leaves_workdir_free(data_dir, tmp_path):
+  wd = str(tmp_path / 'run')
+  with pytest.raises(ValueError, match='no_such_dataset'):
+    train.train_and_evaluate(
+        tiny_config(data_dir, **{'dataset.name': 'no_such_dataset'}), wd)
+  assert not os.path.exists(os.path.join(wd, 'config.json'))
+  train.train_and_evaluate(tiny_config(data_dir, num_train_steps=1), wd)
