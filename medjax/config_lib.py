@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import ml_collections
+from ml_collections import config_dict
 
 # Keys that may change between runs in one workdir (resuming with more steps, a
 # different logging cadence, another data dir). Any other difference means the
@@ -50,6 +51,11 @@ def base_config() -> ml_collections.ConfigDict:
   # The embedded phantom: size and counts it is generated with.
   c.dataset.phantom = ml_collections.ConfigDict(
       dict(image_size=256, num_train=2000, num_test=400, seed=0))
+  # Detail filter (medjax.data.detail): drop near-empty slices on load.
+  c.dataset.detail_filter = ml_collections.ConfigDict(dict(
+      min_score=config_dict.placeholder(float),
+      keep_top=config_dict.placeholder(int),
+      sigma=1.0))
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'dcgan'

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from medjax.data import detail
 from medjax.data import phantom
 from medjax.data.builders import mni_brain_phantom
 
@@ -96,6 +97,15 @@ def load(dataset: ml_collections.ConfigDict, split: str | None = None
     for i, record in zip(idx, source.__getitems__(list(idx))):
       images[i] = _prepare_image(record['image'], size, channels)
       labels[i] = record.get('label', 0)
+  f = dataset.detail_filter
+  if f.min_score is not None or f.keep_top is not None:
+    keep, _ = detail.filter_images(images, f'{dataset.name}/{split}',
+                                   min_score=f.min_score, keep_top=f.keep_top,
+                                   sigma=f.sigma)
+    if not len(keep):
+      raise ValueError(f'the detail filter kept no image of {dataset.name}/'
+                       f'{split}; lower dataset.detail_filter.min_score')
+    images, labels = images[keep], labels[keep]
   features = builder.info.features
   names = (tuple(features['label'].names)
            if 'label' in features and hasattr(features['label'], 'names')
