@@ -51,6 +51,23 @@ def base_config() -> ml_collections.ConfigDict:
   # The embedded phantom: size and counts it is generated with.
   c.dataset.phantom = ml_collections.ConfigDict(
       dict(image_size=256, num_train=2000, num_test=400, seed=0))
+  # User-provided datasets (medjax.data.builders.registry): built once from
+  # manual_dir into the TFDS data dir at stored_size x stored_size.
+  c.dataset.source = ml_collections.ConfigDict(dict(
+      manual_dir='', stored_size=512, limit=config_dict.placeholder(int),
+      # image_folder / dicom_folder:
+      tag=config_dict.placeholder(str), test_fraction=0.2, seed=0,
+      # dicom_folder:
+      scaling='auto', window=config_dict.placeholder(tuple),
+      percentiles=(0.5, 99.5), label_level=config_dict.placeholder(int),
+      labels_csv=config_dict.placeholder(str),
+      # chexpert: uncertain-label policy 'ignore' | 'ones' | 'zeros'.
+      uncertain='ignore', target=config_dict.placeholder(str),
+      frontal_only=False))
+  # On-device degradation spec (medjax.data.degradations), e.g. 'primary':
+  # applied to every training batch at the stored size, then resized (area)
+  # to image_size. '' = train on the images as stored.
+  c.dataset.degradation = ''
   # Detail filter (medjax.data.detail): drop near-empty slices on load.
   c.dataset.detail_filter = ml_collections.ConfigDict(dict(
       min_score=config_dict.placeholder(float),

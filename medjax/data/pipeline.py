@@ -26,6 +26,7 @@ import tensorflow_datasets as tfds
 from medjax.data import detail
 from medjax.data import phantom
 from medjax.data.builders import mni_brain_phantom
+from medjax.data.builders import registry
 
 PHANTOM = 'mni_brain_phantom'
 _READ_CHUNK = 256
@@ -41,7 +42,13 @@ class InMemoryData:
 
 
 def data_source(dataset: ml_collections.ConfigDict, split: str):
-  """The TFDS random-access source of a split, preparing the phantom if absent.
+  """The TFDS random-access source of a split.
+
+  The phantom is generated, and a registry dataset (`brain_tumor_mri`,
+  `image_folder`, `dicom_folder`, `chexpert`) built from
+  `dataset.source.manual_dir`, on first use; any other name must be a TFDS
+  dataset already prepared in array_record format (e.g. one written by
+  `medjax.degrade`).
 
   Args:
     dataset: the `config.dataset` block.
@@ -57,6 +64,14 @@ def data_source(dataset: ml_collections.ConfigDict, split: str):
         data_dir, phantom.PhantomParams(
             image_size=p.image_size, num_train=p.num_train,
             num_test=p.num_test, seed=p.seed))
+  elif dataset.name in registry.NAMES:
+    src = dataset.source
+    options = {k: (tuple(src[k]) if isinstance(src[k], list) else src[k])
+               for k in registry.default_options(dataset.name)}
+    builder = registry.prepare(
+        dataset.name, data_dir=data_dir, manual_dir=src.manual_dir or None,
+        image_size=src.stored_size, channels=dataset.channels,
+        limit=src.limit, **options)
   else:
     try:
       builder = tfds.builder(dataset.name, data_dir=data_dir)
@@ -71,13 +86,15 @@ def data_source(dataset: ml_collections.ConfigDict, split: str):
   return builder.as_data_source(split=split), builder
 
 
-def load(dataset: ml_collections.ConfigDict, split: str | None = None
-         ) -> InMemoryData:
-  """Reads a whole split into memory, resized to `dataset.image_size`.
+def load(dataset: ml_collections.ConfigDict, split: str | None = None,
+         resize: bool = True) -> InMemoryData:
+  """Reads a whole split into memory.
 
   Args:
     dataset: the `config.dataset` block.
     split: defaults to `dataset.split`.
+    resize: resize to `dataset.image_size`; if False, keep the stored size
+      (used before on-device degradations, which start from the originals).
 
   Returns:
     The decoded split.
@@ -87,7 +104,14 @@ def load(dataset: ml_collections.ConfigDict, split: str | None = None
   n = len(source)
   if n == 0:
     raise ValueError(f'{dataset.name}/{split} is empty')
-  size, channels = dataset.image_size, dataset.channels
+  channels = dataset.channels
+  size = dataset.image_size
+  if not resize:
+    stored = builder.info.features['image'].shape
+    if stored[0] is None or stored[0] != stored[1]:
+      raise ValueError(f'{dataset.name} stores images of shape {stored}, not '
+                       'one square size; it cannot be read unresized')
+    size = stored[0]
   images = np.empty((n, size, size, channels), np.uint8)
   labels = np.zeros((n,), np.int32)
   logging.info('Reading %d images of %s/%s into memory at %dx%d.', n,
