@@ -80,8 +80,8 @@ def main():
       row = measure(config, batch_size, args.steps, args.warmup)
       print(json.dumps(row), flush=True)
       rows.append(row)
-  print(f'\n| model | size | batch | dtype | img/s | step ms | compile s | '
-        f'GFLOP/img | device |\n|---|---|---|---|---|---|---|---|---|')
+  print('\n| model | size | batch | dtype | img/s | step ms | compile s | '
+        'GFLOP/img | device |\n|---|---|---|---|---|---|---|---|---|')
   for r in rows:
     print(f"| {r['model']} | {r['image_size']} | {r['batch']} | {r['dtype']} "
           f"| {r['images_per_s']:.1f} | {r['step_ms']:.1f} | "

@@ -23,13 +23,16 @@ from medjax import images as image_lib
 from medjax import train
 from medjax.trainers import gan
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'A medjax training run.')
-_NUM = flags.DEFINE_integer('num', 64, 'Number of images.')
-_OUT = flags.DEFINE_string('out', None, 'Output directory.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Latent seed.')
-_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step; default latest.')
-_BATCH = flags.DEFINE_integer('batch_size', 256, 'Images per device call.')
-flags.mark_flags_as_required(['workdir', 'out'])
+def _define_flags():
+  """Defined only when run as a command, so that the module imports
+  cleanly beside other commands (absl flags are global)."""
+  flags.DEFINE_string('workdir', None, 'A medjax training run.')
+  flags.DEFINE_integer('num', 64, 'Number of images.')
+  flags.DEFINE_string('out', None, 'Output directory.')
+  flags.DEFINE_integer('seed', 0, 'Latent seed.')
+  flags.DEFINE_integer('step', None, 'Checkpoint step; default latest.')
+  flags.DEFINE_integer('batch_size', 256, 'Images per device call.')
+  flags.mark_flags_as_required(['workdir', 'out'])
 
 
 def generate(workdir: str, num: int, seed: int = 0, step: int | None = None,
@@ -90,12 +93,13 @@ def write(images: np.ndarray, manifest: dict, out: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  images, manifest = generate(_WORKDIR.value, _NUM.value, _SEED.value,
-                              _STEP.value, _BATCH.value)
-  write(images, manifest, _OUT.value)
+  f = flags.FLAGS
+  images, manifest = generate(f.workdir, f.num, f.seed, f.step, f.batch_size)
+  write(images, manifest, f.out)
   logging.info('Wrote %d images from step %d to %s.', len(images),
-               manifest['step'], _OUT.value)
+               manifest['step'], f.out)
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

@@ -20,6 +20,7 @@ from medjax import checkpointing
 from medjax import config_lib
 from medjax import images as image_lib
 from medjax import writers
+from medjax.data import degradations
 from medjax.data import pipeline
 from medjax.trainers import gan
 
@@ -74,6 +75,25 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   return config_lib.from_json(path.read_text())
 
 
+def batch_transform(dataset: ml_collections.ConfigDict):
+  """The on-device transform of training images, or None.
+
+  With `dataset.degradation` set, batches arrive at the stored size; the spec
+  runs on them and the result is resized (area) to `dataset.image_size`.
+  """
+  if not dataset.degradation:
+    return None
+  degrade = degradations.get(dataset.degradation)
+  size = (dataset.image_size, dataset.image_size)
+
+  def transform(images, rng):
+    images = degrade(images, rng)
+    if images.shape[1:3] != size:
+      images = degradations.resize(images, size, 'area')
+    return images
+  return transform
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> gan.GANState:
   """Trains (or resumes) the configured GAN in `workdir`.
@@ -98,7 +118,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   replicated = NamedSharding(mesh, P())
   data_sharding = NamedSharding(mesh, P('data'))
 
-  data = pipeline.load(config.dataset)
+  transform = batch_transform(config.dataset)
+  data = pipeline.load(config.dataset, resize=transform is None)
   logging.info('Dataset %s/%s: %d images, %s. %s', config.dataset.name,
                config.dataset.split, len(data.images), data.images.shape[1:],
                data.description.splitlines()[0] if data.description else '')
@@ -128,8 +149,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     state = init(init_rng)
     logging.info('Starting from scratch in %s.', workdir)
 
+  def step_fn(state, batch, rng):
+    if transform is not None:
+      batch = dict(batch, image=transform(
+          batch['image'], jax.random.fold_in(rng, 1)))
+    return task.train_step(state, batch, rng)
+
   train_step = jax.jit(
-      task.train_step, in_shardings=(replicated, data_sharding, replicated),
+      step_fn, in_shardings=(replicated, data_sharding, replicated),
       out_shardings=(replicated, replicated), donate_argnums=0)
   generate = jax.jit(task.generate, out_shardings=replicated)
   fixed_z = jax.device_put(

@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 from PIL import Image
-import pydicom
 from pydicom.dataset import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom import uid as pydicom_uid

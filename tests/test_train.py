@@ -175,3 +175,14 @@ def test_failed_setup_leaves_workdir_free(data_dir, tmp_path):
         tiny_config(data_dir, **{'dataset.name': 'no_such_dataset'}), wd)
   assert not os.path.exists(os.path.join(wd, 'config.json'))
   train.train_and_evaluate(tiny_config(data_dir, num_train_steps=1), wd)
+
+
+def test_sample_command_writes_pngs(data_dir, tmp_path):
+  wd = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_config(data_dir, num_train_steps=1), wd)
+  out = tmp_path / 'out'
+  subprocess.run([sys.executable, '-m', 'medjax.sample', f'--workdir={wd}',
+                  '--num=3', f'--out={out}', '--seed=1'], cwd=REPO,
+                 check=True, timeout=300, capture_output=True)
+  assert sorted(os.listdir(out)) == ['img_00000.png', 'img_00001.png',
+                                     'img_00002.png', 'manifest.json']
