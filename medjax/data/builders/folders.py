@@ -42,6 +42,8 @@ from PIL import ImageOps
 from PIL import UnidentifiedImageError
 import tensorflow_datasets as tfds
 
+from medjax.data.builders import tfds_utils
+
 REPORT_FILENAME = 'medjax_report.json'
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
 # Pseudo-split of the report for files rejected before a split was chosen.
@@ -71,8 +73,6 @@ _GRAY_CHECK_PIXELS = 1 << 20  # Subsample larger images for the check.
 # window bounds decoded images held at once (memory), whatever the data size.
 _WORKERS = max(1, min(8, os.cpu_count() or 1))
 _WINDOW_PER_WORKER = 4
-# An `incomplete.*` folder untouched this long is a killed run's leftover.
-_STALE_S = 3600.0
 _MAX_NAME_OPTIONS = 60
 
 _T = TypeVar('_T')
@@ -849,23 +849,6 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 # Preparation.
 
 
-def _remove_stale_incomplete(builder: tfds.core.DatasetBuilder) -> None:
-  """Deletes `incomplete.*` folders left by killed preparations."""
-  config_dir = builder.data_path.parent
-  if not config_dir.exists():
-    return
-  now = time.time()
-  for path in config_dir.glob('incomplete.*'):
-    age = now - os.path.getmtime(path)
-    if age > _STALE_S:
-      logging.warning('Removing %s, left by an interrupted preparation %.1f h '
-                      'ago.', path, age / 3600)
-      path.rmtree(missing_ok=True)
-    else:
-      logging.warning('%s exists: another process may be preparing the same '
-                      'dataset right now.', path)
-
-
 def prepare(builder_cls: type[FolderBuilder], config: FolderConfig,
             data_dir: str | None,
             manual_dir: str | None) -> tfds.core.DatasetBuilder:
@@ -909,7 +892,7 @@ def prepare(builder_cls: type[FolderBuilder], config: FolderConfig,
                               'manual')
   manual_dir = os.path.abspath(os.path.expanduser(manual_dir))
   check_manual_dir(builder.name, manual_dir, builder_cls.LAYOUT)
-  _remove_stale_incomplete(builder)
+  tfds_utils.remove_stale_incomplete(builder)
   logging.info('Preparing %s in %s from %s.', builder.info.full_name,
                builder.data_dir, manual_dir)
   start = time.time()

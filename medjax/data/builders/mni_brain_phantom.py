@@ -18,7 +18,6 @@ removes such leftovers once they are clearly stale.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 
 from absl import logging
@@ -26,11 +25,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from medjax.data import phantom
+from medjax.data.builders import tfds_utils
 
 _NAME = 'mni_brain_phantom'
-# An `incomplete.*` folder untouched this long is a killed run's leftover,
-# not a preparation in progress elsewhere (the default build takes ~30 s).
-_STALE_S = 3600.0
 
 _DESCRIPTION = """\
 PHANTOM DATA - NOT FOR CLINICAL CLAIMS. Synthetic brain-tumour classification
@@ -165,23 +162,6 @@ class MniBrainPhantom(tfds.core.GeneratorBasedBuilder):
       yield example['id'], example
 
 
-def _remove_stale_incomplete(builder: tfds.core.DatasetBuilder) -> None:
-  """Deletes `incomplete.*` folders left by killed preparations."""
-  config_dir = builder.data_path.parent
-  if not config_dir.exists():
-    return
-  now = time.time()
-  for path in config_dir.glob('incomplete.*'):
-    age = now - os.path.getmtime(path)
-    if age > _STALE_S:
-      logging.warning('Removing %s, left by an interrupted preparation %.1f h '
-                      'ago.', path, age / 3600)
-      path.rmtree(missing_ok=True)
-    else:
-      logging.warning('%s exists: another process may be preparing the same '
-                      'dataset right now.', path)
-
-
 def prepare(data_dir: str | None,
             params: phantom.PhantomParams) -> tfds.core.DatasetBuilder:
   """Generates the phantom dataset unless it is already there.
@@ -205,7 +185,7 @@ def prepare(data_dir: str | None,
     logging.info('Phantom dataset %s already prepared in %s.',
                  builder.info.full_name, builder.data_dir)
     return builder
-  _remove_stale_incomplete(builder)
+  tfds_utils.remove_stale_incomplete(builder)
   logging.info(
       'Preparing the PHANTOM dataset %s in %s: %d train + %d test synthetic '
       '%dx%d slices of the MNI152 template (not patient data, not for clinical '
