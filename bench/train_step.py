@@ -10,7 +10,6 @@ date in docs/benchmarks.md.
 
 import argparse
 import datetime
-import importlib.util
 import json
 import time
 
@@ -20,13 +19,6 @@ import numpy as np
 
 from medjax import config_lib
 from medjax.trainers import gan
-
-
-def load_config(path: str):
-  spec = importlib.util.spec_from_file_location('bench_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def measure(config, batch_size: int, steps: int, warmup: int) -> dict:
@@ -46,7 +38,7 @@ def measure(config, batch_size: int, steps: int, warmup: int) -> dict:
   flops = float(cost.get('flops', float('nan'))) if cost else float('nan')
   for i in range(warmup):
     state, metrics = compiled(state, batch, jax.random.key(i))
-  jax.block_until_ready((state, metrics))
+  jax.block_until_ready(state)
   t = time.perf_counter()
   for i in range(steps):
     state, metrics = compiled(state, batch, jax.random.key(i))
@@ -75,7 +67,7 @@ def main():
   rows = []
   for dtype in args.dtypes:
     for batch_size in args.batch_size:
-      config = load_config(args.config)
+      config = config_lib.load_config_file(args.config)
       config.model.dtype = dtype
       row = measure(config, batch_size, args.steps, args.warmup)
       print(json.dumps(row), flush=True)

@@ -7,6 +7,7 @@ line (`--config.bach_size=16`) fails at once instead of being silently ignored.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from typing import Any
 
@@ -99,6 +100,14 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.lock()
   return c
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+  """`get_config()` of a config file, as `--config=path` would load it."""
+  spec = importlib.util.spec_from_file_location('medjax_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

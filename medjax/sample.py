@@ -18,7 +18,6 @@ from absl import logging
 import jax
 import numpy as np
 
-from medjax import checkpointing
 from medjax import images as image_lib
 from medjax import train
 from medjax.trainers import gan
@@ -49,18 +48,7 @@ def generate(workdir: str, num: int, seed: int = 0, step: int | None = None,
   Returns:
     (uint8 images (num, H, W, C), manifest dict).
   """
-  config = train.load_config(workdir)
-  task = gan.GANTask(config)
-  ckpt = checkpointing.Checkpointer(
-      os.path.join(os.path.abspath(workdir), 'checkpoints'))
-  step = step or ckpt.latest_step()
-  if step is None:
-    raise FileNotFoundError(f'no checkpoint in {ckpt.directory}')
-  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = checkpointing.abstract_like(
-      jax.eval_shape(task.init, jax.random.key(0)), sharding)
-  state = ckpt.restore(step, abstract)
-  ckpt.close()
+  config, task, state, step = train.restore_run(workdir, step)
   z = task.sample_latents(jax.random.key(seed), num)
   gen = jax.jit(task.generate)
   out = [np.asarray(gan.to_uint8(gen(state.g_params, state.g_stats,

@@ -94,6 +94,33 @@ def batch_transform(dataset: ml_collections.ConfigDict):
   return transform
 
 
+def restore_run(workdir: str, step: int | None = None
+                ) -> tuple[ml_collections.ConfigDict, gan.GANTask, gan.GANState,
+                           int]:
+  """Loads a trained run's config and state (on one local device).
+
+  Args:
+    workdir: a training run directory (config.json, checkpoints/).
+    step: checkpoint step; None for the latest.
+
+  Returns:
+    (config, task, state, step).
+  """
+  config = load_config(workdir)
+  task = gan.GANTask(config)
+  ckpt = checkpointing.Checkpointer(
+      os.path.join(os.path.abspath(workdir), 'checkpoints'))
+  step = step or ckpt.latest_step()
+  if step is None:
+    raise FileNotFoundError(f'no checkpoint in {ckpt.directory}')
+  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = checkpointing.abstract_like(
+      jax.eval_shape(task.init, jax.random.key(0)), sharding)
+  state = ckpt.restore(step, abstract)
+  ckpt.close()
+  return config, task, state, step
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> gan.GANState:
   """Trains (or resumes) the configured GAN in `workdir`.

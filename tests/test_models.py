@@ -14,10 +14,7 @@ from tests.conftest import REPO
 
 
 def _config(name):
-  namespace = {}
-  with open(f'{REPO}/configs/{name}.py') as f:
-    exec(compile(f.read(), name, 'exec'), namespace)  # pylint: disable=exec-used
-  return namespace['get_config']()
+  return config_lib.load_config_file(f'{REPO}/configs/{name}.py')
 
 
 @pytest.mark.parametrize('name,size', [('dcgan_brain', 64),

@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medjax import checkpointing
 from medjax import sample
 from medjax import train
 from medjax.trainers import gan
@@ -29,18 +28,6 @@ def _assert_bitwise_equal(a, b):
   assert len(la) == len(lb)
   for x, y in zip(la, lb):
     np.testing.assert_array_equal(x, y)
-
-
-def _restore(workdir):
-  config = train.load_config(workdir)
-  task = gan.GANTask(config)
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'))
-  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract = checkpointing.abstract_like(
-      jax.eval_shape(task.init, jax.random.key(0)), sharding)
-  state = ckpt.restore(ckpt.latest_step(), abstract)
-  ckpt.close()
-  return state
 
 
 @pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
@@ -122,7 +109,7 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(data_dir, tmp_path):
       tiny_config(data_dir, num_train_steps=steps, checkpoint_every_steps=50,
                   log_every_steps=50, sample_every_steps=1000),
       str(tmp_path / 'straight'))
-  _assert_bitwise_equal(straight, _restore(wd))
+  _assert_bitwise_equal(straight, train.restore_run(wd)[2])
 
 
 def test_eight_devices_match_one(data_dir, tmp_path):
