@@ -20,10 +20,13 @@ from ml_collections import config_dict
 RUN_CONTROL_KEYS = frozenset({
     'num_train_steps', 'log_every_steps', 'checkpoint_every_steps',
     'sample_every_steps', 'keep_checkpoints', 'dataset.data_dir',
-    'num_sample_images',
+    'num_sample_images', 'eval_every_steps',
 })
 
-MODEL_NAMES = ('dcgan',)
+# model.name -> task kind (medjax.trainers.get_task).
+MODEL_NAMES = ('dcgan', 'srresnet', 'srgan')
+SR_MODELS = ('srresnet', 'srgan')
+OPTIMIZERS = ('adam', 'sgd')
 DTYPES = ('float32', 'bfloat16', 'float16')
 
 
@@ -42,6 +45,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.sample_every_steps = 500
   c.keep_checkpoints = 3
   c.num_sample_images = 64  # Images in the periodic sample grid.
+  # Validation (tasks that have it, e.g. SR: PSNR/SSIM on sr.eval_split).
+  c.eval_every_steps = 1000
 
   c.dataset = ml_collections.ConfigDict()
   c.dataset.name = 'mni_brain_phantom'
@@ -90,6 +95,38 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.d_strides = (2, 2, 2, 2, 1)
   c.model.d_paddings = (1, 1, 1, 1, 0)
   c.model.init_std = 0.02
+  # Super-resolution / restoration (model.name 'srresnet' or 'srgan'):
+  # SRResNet generator and SRGAN discriminator (Ledig et al. 2017).
+  c.model.sr = ml_collections.ConfigDict(dict(
+      num_blocks=16, features=64, scale=4, prelu_per_channel=False,
+      d_features=64, d_pool='flatten'))
+
+  # Supervised pairs for restoration, made on device from each training
+  # image (after dataset.degradation, if any): HR = a random hr_crop x hr_crop
+  # crop (0 = the whole image), LR = lr_degradation(HR).
+  c.sr = ml_collections.ConfigDict(dict(
+      lr_degradation='x4_bicubic',
+      hr_crop=96,
+      # SRGAN: start G from this SRResNet run's best (else latest) checkpoint.
+      init_from='',
+      # Generator loss: 'mse' (pixels, SRResNet) or 'vgg' (VGG19 features,
+      # SRGAN) plus adversarial_weight x the non-saturating GAN loss.
+      content_loss='mse',
+      vgg_layer='conv5_4',
+      vgg_after_relu=True,  # The SRGAN paper's VGG54: after the ReLU.
+      # Converted torchvision VGG19 (python -m medjax.weights convert
+      # --kind=vgg19 ...); 'random_vgg' = random weights, for tests only.
+      vgg_weights='',
+      vgg_feature_scale=1 / 12.75,  # SRGAN: features rescaled by 1/12.75.
+      adversarial_weight=1e-3,
+      # Validation on whole images of eval_split (first eval_num_images;
+      # 0 = all): PSNR/SSIM on the 0-255 grey scale, crop_border cut off.
+      eval_split='test',
+      eval_num_images=64,
+      crop_border=4,
+      best_metric='psnr',  # 'psnr' or 'ssim': which checkpoint is kept best.
+      eval_batch_size=16,
+  ))
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = 'adam'
@@ -97,6 +134,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.d_learning_rate = 2e-4
   c.optimizer.b1 = 0.5
   c.optimizer.b2 = 0.999
+  c.optimizer.momentum = 0.9  # sgd only.
+  # Step decay: lr x decay_factor every decay_every_steps (0 = constant).
+  c.optimizer.decay_every_steps = 0
+  c.optimizer.decay_factor = 0.1
 
   c.lock()
   return c
@@ -132,12 +173,22 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.model.name not in MODEL_NAMES:
     raise ValueError(f'model.name={config.model.name!r}, expected one of '
                      f'{MODEL_NAMES}')
+  if config.optimizer.name not in OPTIMIZERS:
+    raise ValueError(f'optimizer.name={config.optimizer.name!r}, expected one '
+                     f'of {OPTIMIZERS}')
+  if config.sr.best_metric not in ('psnr', 'ssim'):
+    raise ValueError(f"sr.best_metric={config.sr.best_metric!r}, expected "
+                     "'psnr' or 'ssim'")
+  if config.sr.content_loss not in ('mse', 'vgg'):
+    raise ValueError(f"sr.content_loss={config.sr.content_loss!r}, expected "
+                     "'mse' or 'vgg'")
   for key in ('dtype', 'param_dtype'):
     if config.model[key] not in DTYPES:
       raise ValueError(f'model.{key}={config.model[key]!r}, expected one of '
                        f'{DTYPES}')
   for key in ('num_train_steps', 'batch_size', 'log_every_steps',
-              'checkpoint_every_steps', 'sample_every_steps'):
+              'checkpoint_every_steps', 'sample_every_steps',
+              'eval_every_steps'):
     if config[key] <= 0:
       raise ValueError(f'{key} must be positive, got {config[key]}')
 

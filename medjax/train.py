@@ -1,13 +1,16 @@
-"""The training loop: mesh, data, state, resume, step, log, sample, checkpoint.
+"""The training loop: mesh, data, state, resume, step, log, panels, validate,
+checkpoint.
 
-Model-specific code lives in `medjax.trainers`; this loop only needs a task
-with `init`, `train_step`, `sample_latents` and `generate`.
+Model-specific code lives in `medjax.trainers` (the task protocol is in its
+`__init__`); this loop knows nothing about models.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from typing import Any
 
 from absl import logging
 from etils import epath
@@ -22,9 +25,11 @@ from medjax import images as image_lib
 from medjax import writers
 from medjax.data import degradations
 from medjax.data import pipeline
-from medjax.trainers import gan
+from medjax import trainers
 
 CONFIG_FILE = 'config.json'
+BEST_FILE = 'best.json'
+PyTree = Any
 
 
 def make_mesh() -> Mesh:
@@ -94,41 +99,112 @@ def batch_transform(dataset: ml_collections.ConfigDict):
   return transform
 
 
-def restore_run(workdir: str, step: int | None = None
-                ) -> tuple[ml_collections.ConfigDict, gan.GANTask, gan.GANState,
-                           int]:
-  """Loads a trained run's config and state (on one local device).
+def load_images(config: ml_collections.ConfigDict, split: str,
+                batch_size: int = 64) -> np.ndarray:
+  """A whole split as uint8 (N, H, W, C), transformed as training images are.
 
   Args:
-    workdir: a training run directory (config.json, checkpoints/).
-    step: checkpoint step; None for the latest.
+    config: the experiment config (its `dataset` block).
+    split: the split.
+    batch_size: images per device call of the transform (memory only).
 
   Returns:
-    (config, task, state, step).
+    The images, on the host.
   """
-  config = load_config(workdir)
-  task = gan.GANTask(config)
-  ckpt = checkpointing.Checkpointer(
-      os.path.join(os.path.abspath(workdir), 'checkpoints'))
+  transform = batch_transform(config.dataset)
+  data = pipeline.load(config.dataset, split, resize=transform is None)
+  if transform is None:
+    return data.images
+  # Random parts of a spec draw from a fixed key: validation is repeatable.
+  fn = jax.jit(lambda x: transform(x, jax.random.key(0)))
+  return np.concatenate([np.asarray(fn(data.images[i:i + batch_size]))
+                         for i in range(0, len(data.images), batch_size)])
+
+
+def _restore_state(directory: str, task, step: int | None
+                   ) -> tuple[PyTree, int]:
+  ckpt = checkpointing.Checkpointer(directory)
   step = step or ckpt.latest_step()
   if step is None:
-    raise FileNotFoundError(f'no checkpoint in {ckpt.directory}')
+    raise FileNotFoundError(f'no checkpoint in {directory}')
   sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   abstract = checkpointing.abstract_like(
       jax.eval_shape(task.init, jax.random.key(0)), sharding)
   state = ckpt.restore(step, abstract)
   ckpt.close()
+  return state, step
+
+
+def restore_run(workdir: str, step: int | None = None, best: bool = False,
+                inference: bool = True) -> tuple[
+                    ml_collections.ConfigDict, Any, PyTree, int]:
+  """Loads a trained run's config and state (on one local device).
+
+  Args:
+    workdir: a training run directory (config.json, checkpoints/).
+    step: checkpoint step; None for the latest.
+    best: load the best-validation checkpoint (`best/`) instead.
+    inference: build the task for inference only (see `trainers.get_task`).
+
+  Returns:
+    (config, task, state, step).
+  """
+  config = load_config(workdir)
+  task = trainers.get_task(config, inference=inference)
+  root = os.path.abspath(workdir)
+  if best:
+    if not os.path.isfile(os.path.join(root, BEST_FILE)):
+      raise FileNotFoundError(f'{workdir} has no {BEST_FILE}: the run has no '
+                              'validated checkpoint yet')
+    state, step = _restore_state(os.path.join(root, 'best'), task, None)
+  else:
+    state, step = _restore_state(os.path.join(root, 'checkpoints'), task,
+                                 step)
   return config, task, state, step
 
 
+def restore_best_or_latest(workdir: str, inference: bool = True):
+  """`restore_run` of the best checkpoint if the run has one, else latest."""
+  best = os.path.isfile(os.path.join(workdir, BEST_FILE))
+  return restore_run(workdir, best=best, inference=inference)
+
+
+def _init_generator_from(task, state, source: str):
+  """Copies G (and its BatchNorm statistics) from another run's checkpoint."""
+  _, src_task, src_state, src_step = restore_best_or_latest(source)
+  want = jax.tree.map(lambda x: (x.shape, x.dtype), state.g_params)
+  got = jax.tree.map(lambda x: (x.shape, x.dtype), src_state.g_params)
+  if want != got:
+    raise ValueError(f'sr.init_from={source!r}: its generator differs from '
+                     "this run's (model.sr settings must match)")
+  logging.info('Generator initialised from %s (step %d).', source, src_step)
+  del src_task
+  return task.with_generator(state, src_state.g_params, src_state.g_stats)
+
+
+def _read_best(workdir: str) -> dict | None:
+  path = os.path.join(workdir, BEST_FILE)
+  if os.path.isfile(path):
+    with open(path) as f:
+      return json.load(f)
+  return None
+
+
+def _write_json(path: str, value: dict) -> None:
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(value, f, indent=2)
+  os.replace(tmp, path)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
-                       workdir: str) -> gan.GANState:
-  """Trains (or resumes) the configured GAN in `workdir`.
+                       workdir: str) -> PyTree:
+  """Trains (or resumes) the configured task in `workdir`.
 
   Args:
     config: the experiment config.
-    workdir: run directory for config.json, checkpoints/, samples/, and the
-      TensorBoard event files.
+    workdir: run directory for config.json, checkpoints/, best/ (tasks with
+      validation), samples/, and the TensorBoard event files.
 
   Returns:
     The final train state.
@@ -140,11 +216,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                      f'the {n_dev} devices')
   check_workdir(config, workdir)
   is_chief = jax.process_index() == 0
+  workdir = os.path.abspath(workdir)
 
   mesh = make_mesh()
   replicated = NamedSharding(mesh, P())
   data_sharding = NamedSharding(mesh, P('data'))
 
+  task = trainers.get_task(config)
   transform = batch_transform(config.dataset)
   data = pipeline.load(config.dataset, resize=transform is None)
   logging.info('Dataset %s/%s: %d images, %s. %s', config.dataset.name,
@@ -153,17 +231,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   iterator = pipeline.make_iterator(
       data, config.batch_size, config.seed, jax.process_index(),
       jax.process_count())
+  eval_images = None
+  if task.eval_split:
+    eval_images = load_images(config, task.eval_split)
+    logging.info('Validation: %s/%s, %d images.', config.dataset.name,
+                 task.eval_split, len(eval_images))
 
-  task = gan.GANTask(config)
   init_rng, step_root, sample_rng = jax.random.split(
       jax.random.key(config.seed), 3)
   init = jax.jit(task.init, out_shardings=replicated)
   # Written only once data and model are known to build, so a run that fails
   # at set-up leaves no config behind that would lock the workdir.
   write_config(config, workdir)
-  ckpt = checkpointing.Checkpointer(
-      os.path.join(os.path.abspath(workdir), 'checkpoints'),
-      config.keep_checkpoints)
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                    config.keep_checkpoints)
   start = ckpt.latest_step() or 0
   if start:
     abstract = checkpointing.abstract_like(
@@ -174,33 +255,62 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                  start, ckpt.directory)
   else:
     state = init(init_rng)
+    if getattr(task, 'init_from', ''):
+      state = jax.device_put(
+          _init_generator_from(task, state, task.init_from), replicated)
     logging.info('Starting from scratch in %s.', workdir)
 
-  def step_fn(state, batch, rng):
+  def step_fn(state, batch, rng, consts):
     if transform is not None:
       batch = dict(batch, image=transform(
           batch['image'], jax.random.fold_in(rng, 1)))
-    return task.train_step(state, batch, rng)
+    return task.train_step(state, batch, rng, consts)
 
   train_step = jax.jit(
-      step_fn, in_shardings=(replicated, data_sharding, replicated),
+      step_fn, in_shardings=(replicated, data_sharding, replicated,
+                             replicated),
       out_shardings=(replicated, replicated), donate_argnums=0)
-  generate = jax.jit(task.generate, out_shardings=replicated)
-  fixed_z = jax.device_put(
-      task.sample_latents(sample_rng, config.num_sample_images), replicated)
+  consts = jax.device_put(task.consts(), replicated)
+  visuals = jax.jit(task.visuals, out_shardings=replicated)
+  visual_inputs = jax.device_put(
+      task.visual_inputs(sample_rng, eval_images), replicated)
 
   writer = writers.create_default_writer(workdir, just_logging=not is_chief)
   if start == 0:
     writer.write_hparams(config_lib.flatten(config))
   progress = writers.ReportProgress(config.num_train_steps, writer)
 
-  def write_samples(step):
-    grid = image_lib.make_grid(np.asarray(gan.to_uint8(
-        generate(state.g_params, state.g_stats, fixed_z))))
-    if is_chief:
-      image_lib.save_png(grid, os.path.join(workdir, 'samples',
-                                            f'step_{step:07d}.png'))
-      writer.write_images(step, {'samples': grid})
+  def write_visuals(step):
+    for name, batch in visuals(state, visual_inputs).items():
+      grid = image_lib.make_grid(np.asarray(batch), task.visual_columns)
+      if is_chief:
+        stem = f'step_{step:07d}.png' if name == 'samples' else (
+            f'{name}_step_{step:07d}.png')
+        image_lib.save_png(grid, os.path.join(workdir, 'samples', stem))
+        writer.write_images(step, {name: grid})
+
+  best = _read_best(workdir) if task.best_metric else None
+  best_ckpt = None
+
+  def validate(step):
+    nonlocal best, best_ckpt
+    values = task.evaluate(state, eval_images)
+    writer.write_scalars(step, {f'val/{k}': v for k, v in values.items()})
+    logging.info('Validation at step %d: %s', step, ', '.join(
+        f'{k}={v:.4f}' for k, v in sorted(values.items())))
+    value = values[task.best_metric]
+    if best is None or value > best['value']:
+      if best_ckpt is None:
+        best_ckpt = checkpointing.Checkpointer(
+            os.path.join(workdir, 'best'), max_to_keep=1)
+      best_ckpt.save(step, state, iterator)
+      best_ckpt.wait()  # best.json only names a complete checkpoint.
+      best = {'metric': task.best_metric, 'value': value, 'step': step,
+              'split': task.eval_split, 'values': values}
+      if is_chief:
+        _write_json(os.path.join(workdir, BEST_FILE), best)
+      logging.info('New best %s %.4f at step %d (kept in best/).',
+                   task.best_metric, value, step)
 
   if start >= config.num_train_steps:
     logging.info('Nothing to do: already trained %d of %d steps.', start,
@@ -210,7 +320,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   for step in range(start + 1, config.num_train_steps + 1):
     batch = pipeline.to_global(next(iterator), data_sharding)
     state, step_metrics = train_step(state, batch,
-                                     jax.random.fold_in(step_root, step))
+                                     jax.random.fold_in(step_root, step),
+                                     consts)
     train_metrics = (step_metrics if train_metrics is None
                      else train_metrics.merge(step_metrics))
     if step == start + 1:
@@ -218,21 +329,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       logging.info('First step (with compilation) took %.1fs.',
                    time.perf_counter() - t_first)
       progress.start(step)
-    if step % config.log_every_steps == 0 or step == config.num_train_steps:
+    last = step == config.num_train_steps
+    if step % config.log_every_steps == 0 or last:
       scalars = {k: float(v) for k, v in train_metrics.compute().items()}
       writer.write_scalars(step, scalars)
       progress(step, scalars)
       train_metrics = None
     if step % config.sample_every_steps == 0:
-      write_samples(step)
-    if (step % config.checkpoint_every_steps == 0
-        or step == config.num_train_steps):
+      write_visuals(step)
+    if eval_images is not None and (step % config.eval_every_steps == 0
+                                    or last):
+      validate(step)
+    if step % config.checkpoint_every_steps == 0 or last:
       ckpt.save(step, state, iterator)
   if start < config.num_train_steps and (
       config.num_train_steps % config.sample_every_steps):
-    write_samples(config.num_train_steps)
+    write_visuals(config.num_train_steps)
   ckpt.wait()
   ckpt.close()
+  if best_ckpt is not None:
+    best_ckpt.close()
   writer.flush()
   writer.close()
   return state

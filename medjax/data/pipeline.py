@@ -114,13 +114,22 @@ def load(dataset: ml_collections.ConfigDict, split: str | None = None,
     size = stored[0]
   images = np.empty((n, size, size, channels), np.uint8)
   labels = np.zeros((n,), np.int32)
+  # Datasets derived by medjax (degrade, restore) store each image's position
+  # in their source as 'index'; reading in that order keeps image i of a
+  # derived dataset paired with image i of its source.
+  by_index = 'index' in builder.info.features
+  seen = np.zeros((n,), bool)
   logging.info('Reading %d images of %s/%s into memory at %dx%d.', n,
                dataset.name, split, size, size)
   for start in range(0, n, _READ_CHUNK):
     idx = range(start, min(n, start + _READ_CHUNK))
     for i, record in zip(idx, source.__getitems__(list(idx))):
-      images[i] = _prepare_image(record['image'], size, channels)
-      labels[i] = record.get('label', 0)
+      j = int(record['index']) if by_index else i
+      if not 0 <= j < n or seen[j]:
+        raise ValueError(f'{dataset.name}/{split}: bad or repeated index {j}')
+      seen[j] = True
+      images[j] = _prepare_image(record['image'], size, channels)
+      labels[j] = record.get('label', 0)
   f = dataset.detail_filter
   if f.min_score is not None or f.keep_top is not None:
     keep, _ = detail.filter_images(images, f'{dataset.name}/{split}',

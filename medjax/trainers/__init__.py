@@ -1,0 +1,63 @@
+"""Tasks: what `medjax.train` trains, one file per kind.
+
+A task is built from the config and provides pure functions the loop jits:
+
+  init(rng) -> state                     fresh parameters and optimizer states
+  consts() -> pytree                     frozen arrays the step reads (e.g.
+                                         VGG19 for a content loss), passed to
+                                         the jitted step as an argument rather
+                                         than baked into it as constants
+  train_step(state, batch, rng, consts) -> (state, clu metrics)
+  visual_inputs(rng, eval_images) -> pytree   fixed inputs of the image panels
+  visuals(state, inputs) -> {name: uint8 (N, H, W, C)}, with `visual_columns`
+  eval_split: str | None                 split for `evaluate`, or None
+  evaluate(state, images) -> {name: float}   validation on whole images
+  best_metric: str | None                the `evaluate` key (higher better)
+                                         that picks the kept best checkpoint
+"""
+
+import ml_collections
+import optax
+
+from medjax import config_lib
+
+
+def get_task(config: ml_collections.ConfigDict, inference: bool = False):
+  """The task for `config.model.name`.
+
+  Args:
+    config: the experiment config.
+    inference: only restoring/evaluating: skip what training alone needs
+      (e.g. VGG19 weights of a content loss).
+  """
+  # Imported here: each task pulls in its models.
+  if config.model.name == 'dcgan':
+    from medjax.trainers import gan  # pylint: disable=g-import-not-at-top
+    return gan.GANTask(config)
+  if config.model.name in config_lib.SR_MODELS:
+    from medjax.trainers import sr  # pylint: disable=g-import-not-at-top
+    return sr.SRTask(config, inference=inference)
+  raise ValueError(f'model.name={config.model.name!r}, expected one of '
+                   f'{config_lib.MODEL_NAMES}')
+
+
+def make_optimizer(o: ml_collections.ConfigDict,
+                   learning_rate: float) -> optax.GradientTransformation:
+  """Adam or SGD with momentum, with an optional staircase step decay.
+
+  Args:
+    o: the `config.optimizer` block.
+    learning_rate: the initial learning rate.
+
+  Returns:
+    The optax transformation.
+  """
+  lr = learning_rate
+  if o.decay_every_steps:
+    lr = optax.exponential_decay(learning_rate, o.decay_every_steps,
+                                 o.decay_factor, staircase=True)
+  if o.name == 'adam':
+    return optax.adam(lr, b1=o.b1, b2=o.b2)
+  if o.name == 'sgd':
+    return optax.sgd(lr, momentum=o.momentum or None)
+  raise ValueError(f'optimizer.name={o.name!r}; expected "adam" or "sgd"')

@@ -18,6 +18,7 @@ import ml_collections
 import optax
 
 from medjax import losses
+from medjax import trainers
 from medjax.models import dcgan
 
 PyTree = Any
@@ -89,10 +90,17 @@ class GANTask:
         strides=tuple(m.d_strides), paddings=tuple(m.d_paddings),
         init_std=m.init_std, dtype=dtype, param_dtype=param_dtype)
     o = config.optimizer
-    if o.name != 'adam':
-      raise ValueError(f'optimizer.name={o.name!r}; only "adam" is supported')
-    self.g_tx = optax.adam(o.g_learning_rate, b1=o.b1, b2=o.b2)
-    self.d_tx = optax.adam(o.d_learning_rate, b1=o.b1, b2=o.b2)
+    self.g_tx = trainers.make_optimizer(o, o.g_learning_rate)
+    self.d_tx = trainers.make_optimizer(o, o.d_learning_rate)
+    self.num_visual_images = config.num_sample_images
+
+  # No validation metric yet for unconditional GANs (see medjax.metrics).
+  eval_split = None
+  best_metric = None
+  visual_columns = None
+
+  def consts(self) -> PyTree:
+    return {}
 
   def init(self, rng: jax.Array) -> GANState:
     """Fresh parameters and optimizer states."""
@@ -112,13 +120,15 @@ class GANTask:
     return jax.random.normal(rng, (num, self.latent_dim), jnp.float32)
 
   def train_step(self, state: GANState, batch: dict[str, jax.Array],
-                 rng: jax.Array) -> tuple[GANState, TrainMetrics]:
+                 rng: jax.Array, consts: PyTree = None
+                 ) -> tuple[GANState, TrainMetrics]:
     """One D update then one G update.
 
     Args:
       state: the current state.
       batch: {'image': uint8 (B, H, W, C)}.
       rng: this step's key (only used for the latents).
+      consts: unused.
 
     Returns:
       The new state and this step's `TrainMetrics`.
@@ -157,6 +167,7 @@ class GANTask:
 
     (g_loss, d_stats), d_fake_grad = jax.value_and_grad(
         g_loss_fn, has_aux=True)(fake)
+    del consts
     (g_grads,) = g_vjp(d_fake_grad)
     g_updates, g_opt = self.g_tx.update(g_grads, state.g_opt, state.g_params)
     g_params = optax.apply_updates(state.g_params, g_updates)
@@ -175,3 +186,12 @@ class GANTask:
     """Images in [-1, 1] from latents, BatchNorm in inference mode."""
     return self.generator.apply({'params': g_params, 'batch_stats': g_stats},
                                 z, train=False)
+
+  def visual_inputs(self, rng: jax.Array, eval_images=None) -> jax.Array:
+    """Fixed latents of the sample grid."""
+    del eval_images
+    return self.sample_latents(rng, self.num_visual_images)
+
+  def visuals(self, state: GANState, z: jax.Array) -> dict[str, jax.Array]:
+    return {'samples': to_uint8(self.generate(state.g_params, state.g_stats,
+                                              z))}

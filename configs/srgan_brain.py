@@ -1,0 +1,54 @@
+r"""SRGAN x4 (Ledig et al. 2017) on the embedded MNI152 brain phantom.
+
+The SRResNet generator of configs/srresnet_brain.py, started from that run's
+best checkpoint (`sr.init_from`) and fine-tuned for 50 epochs with the VGG54
+content loss (VGG19 conv5_4 after ReLU, features / 12.75) + 1e-3 x the
+adversarial loss; the discriminator of the paper (eight 3x3 convolutions 64 ->
+512, dense 1024, dense 1). Adam 1e-4 (b1 0.9) for both, batch 16. The
+checkpoint with the best validation PSNR is kept in `best/` (GAN training is
+not monotone).
+
+Needs the torchvision VGG19 weights, converted once:
+  python -m medjax.weights convert --kind=vgg19 \
+    --src=/path/to/vgg19-dcbb9e9d.pth --out=weights/vgg19
+
+Run (after configs/srresnet_brain.py):
+  python -m medjax.main --config=configs/srgan_brain.py \
+    --workdir=runs/srgan_brain
+"""
+
+import math
+
+from medjax import config_lib
+
+EPOCHS = 50
+TRAIN_IMAGES = 2000  # dataset.phantom.num_train
+
+
+def get_config():
+  c = config_lib.base_config()
+  c.model.name = 'srgan'
+  c.model.sr.scale = 4
+  c.dataset.name = 'mni_brain_phantom'
+  c.dataset.image_size = 256
+  c.dataset.phantom.image_size = 256
+  c.batch_size = 16
+  c.num_train_steps = EPOCHS * math.ceil(TRAIN_IMAGES / c.batch_size)
+  c.sr.lr_degradation = 'x4_bicubic'
+  c.sr.hr_crop = 96
+  c.sr.init_from = 'runs/srresnet_brain'
+  c.sr.content_loss = 'vgg'
+  c.sr.vgg_layer = 'conv5_4'
+  c.sr.vgg_after_relu = True
+  c.sr.vgg_weights = 'weights/vgg19'
+  c.sr.adversarial_weight = 1e-3
+  c.sr.crop_border = 4
+  c.optimizer.name = 'adam'
+  c.optimizer.g_learning_rate = 1e-4
+  c.optimizer.d_learning_rate = 1e-4
+  c.optimizer.b1 = 0.9
+  c.log_every_steps = 100
+  c.eval_every_steps = 500
+  c.sample_every_steps = 500
+  c.checkpoint_every_steps = 500
+  return c

@@ -1,0 +1,358 @@
+"""Restoration tasks: SRResNet (supervised) and SRGAN (adversarial) training.
+
+Training pairs are made on device inside the jitted step, from each batch of
+stored images (after `dataset.degradation`, if any): HR = a random
+`sr.hr_crop` square crop (one per image; 0 = the whole image), LR =
+`sr.lr_degradation`(HR) with the same OpenCV-exact degradations as
+`medjax.degrade` (`x4_bicubic` for x4 super-resolution, e.g. `box(5)` for
+same-size deblurring). Both are scaled to [-1, 1] (the paper feeds LR in
+[0, 1]; one range for input and output keeps scale-1 restoration an identity
+at initialisation's reach).
+
+* `srresnet`: G minimises the content loss, MSE in pixel space
+  (`sr.content_loss='mse'`, the paper's SRResNet-MSE) or VGG19 feature space.
+* `srgan`: G minimises content loss + `sr.adversarial_weight` x the
+  non-saturating adversarial loss of the SRGAN discriminator; D the BCE of
+  real HR vs G's output. As in `medjax.trainers.gan`, one D step then one G
+  step per call, G's gradient through the updated D via the VJP of G's one
+  forward pass. G starts from the SRResNet run named by `sr.init_from`.
+
+The content loss of SRGAN (`sr.content_loss='vgg'`) is the MSE between VGG19
+feature maps (`sr.vgg_layer`, default conv5_4 after its ReLU, the paper's
+VGG54) of output and HR, each rescaled by `sr.vgg_feature_scale` (1/12.75 in
+the paper). Grayscale images are repeated to three channels for VGG
+(`medjax.models.vgg.to_vgg_input`).
+
+Validation (`evaluate`) runs G in inference mode on whole images of
+`sr.eval_split` and reports PSNR and SSIM on the 0-255 grey scale after
+rounding to uint8 (what a restored dataset stores), with `sr.crop_border`
+pixels cut from each side, next to bicubic upscaling of the same LR.
+"""
+
+from typing import Any
+
+from clu import metrics
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from medjax import losses
+from medjax import trainers
+from medjax import weights
+from medjax.data import degradations
+from medjax.metrics import image as image_metrics
+from medjax.models import srresnet
+from medjax.models import vgg
+from medjax.trainers.gan import GANState, normalize, to_uint8
+
+PyTree = Any
+RANDOM_VGG = 'random_vgg'
+
+
+@flax.struct.dataclass
+class SRState:
+  """Generator-only training state (SRResNet)."""
+  step: jax.Array
+  g_params: PyTree
+  g_stats: PyTree
+  g_opt: PyTree
+
+
+@flax.struct.dataclass
+class SRMetrics(metrics.Collection):
+  g_loss: metrics.Average.from_output('g_loss')
+  content_loss: metrics.Average.from_output('content_loss')
+
+
+@flax.struct.dataclass
+class SRGANMetrics(metrics.Collection):
+  g_loss: metrics.Average.from_output('g_loss')
+  content_loss: metrics.Average.from_output('content_loss')
+  adversarial_loss: metrics.Average.from_output('adversarial_loss')
+  d_loss: metrics.Average.from_output('d_loss')
+  d_real: metrics.Average.from_output('d_real')
+  d_fake: metrics.Average.from_output('d_fake')
+
+
+def random_crops(images: jax.Array, size: int, rng: jax.Array) -> jax.Array:
+  """One uniformly placed size x size crop per image (B, H, W, C)."""
+  b, h, w, c = images.shape
+  if size > min(h, w):
+    raise ValueError(f'sr.hr_crop={size} exceeds the {h}x{w} images')
+  ky, kx = jax.random.split(rng)
+  ys = jax.random.randint(ky, (b,), 0, h - size + 1)
+  xs = jax.random.randint(kx, (b,), 0, w - size + 1)
+  return jax.vmap(lambda im, y, x: jax.lax.dynamic_slice(
+      im, (y, x, 0), (size, size, c)))(images, ys, xs)
+
+
+def upscale(lr: jax.Array, size: tuple[int, int], method: str) -> jax.Array:
+  """Interpolation baseline: uint8 LR -> uint8 at `size` (OpenCV rules)."""
+  if lr.shape[1:3] == tuple(size):
+    return lr
+  return degradations.resize(lr, size, method)
+
+
+class SRTask:
+  """SRResNet or SRGAN training on pairs made on device.
+
+  Args:
+    config: the experiment config (`medjax.config_lib`), model.name 'srresnet'
+      or 'srgan'.
+    inference: build for restoring/evaluating only (VGG19 is not loaded).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict,
+               inference: bool = False):
+    m, s = config.model, config.sr
+    self.config = config
+    self.adversarial = m.name == 'srgan'
+    self.scale = m.sr.scale
+    self.channels = config.dataset.channels
+    self.hr_crop = s.hr_crop
+    self.crop_border = s.crop_border
+    self.eval_split = s.eval_split
+    self.eval_num_images = s.eval_num_images
+    self.eval_batch_size = s.eval_batch_size
+    self.best_metric = s.best_metric
+    self.visual_columns = 4
+    self.num_visual_images = min(4, config.num_sample_images)
+    dtype, param_dtype = jnp.dtype(m.dtype), jnp.dtype(m.param_dtype)
+    if self.hr_crop and self.hr_crop % self.scale:
+      raise ValueError(f'sr.hr_crop={self.hr_crop} must be divisible by '
+                       f'model.sr.scale={self.scale}')
+    self.degrade = degradations.get(s.lr_degradation)
+    self._check_degradation(config)
+    self.generator = srresnet.SRResNet(
+        num_blocks=m.sr.num_blocks, features=m.sr.features, scale=self.scale,
+        channels=self.channels, prelu_per_channel=m.sr.prelu_per_channel,
+        dtype=dtype, param_dtype=param_dtype)
+    o = config.optimizer
+    self.g_tx = trainers.make_optimizer(o, o.g_learning_rate)
+    if self.adversarial:
+      self.discriminator = srresnet.SRGANDiscriminator(
+          features=m.sr.d_features, pool=m.sr.d_pool, dtype=dtype,
+          param_dtype=param_dtype)
+      self.d_tx = trainers.make_optimizer(o, o.d_learning_rate)
+    self.content = s.content_loss
+    self.adversarial_weight = s.adversarial_weight
+    self.vgg_scale = s.vgg_feature_scale
+    self._vgg_params = None
+    if self.content == 'vgg' and not inference:
+      self.vgg = vgg.VGG19Features(last_layer=s.vgg_layer,
+                                   after_relu=s.vgg_after_relu, dtype=dtype)
+      if s.vgg_weights == RANDOM_VGG:
+        self._vgg_params = self.vgg.init(
+            jax.random.key(0), jnp.zeros((1, 32, 32, 3)))['params']
+      else:
+        # Fails now, with the file to get and the command to convert it.
+        self._vgg_params = weights.load('vgg19', s.vgg_weights or None)
+    self.init_from = s.init_from
+
+  def _check_degradation(self, config: ml_collections.ConfigDict) -> None:
+    size = self.hr_crop or config.dataset.image_size
+    out = jax.eval_shape(
+        self.degrade, jax.ShapeDtypeStruct((1, size, size, self.channels),
+                                           jnp.uint8), jax.random.key(0))
+    want = size // self.scale
+    if out.shape[1:3] != (want, want):
+      raise ValueError(
+          f'sr.lr_degradation={config.sr.lr_degradation!r} turns {size}x{size}'
+          f' HR images into {out.shape[1]}x{out.shape[2]}, but model.sr.scale='
+          f'{self.scale} needs {want}x{want}')
+
+  # --- State -----------------------------------------------------------------
+
+  def consts(self) -> PyTree:
+    return {'vgg': self._vgg_params} if self._vgg_params is not None else {}
+
+  def init(self, rng: jax.Array):
+    """Fresh parameters and optimizer states."""
+    g_rng, d_rng = jax.random.split(rng)
+    g_vars = self.generator.init(
+        g_rng, jnp.zeros((1, 16, 16, self.channels)), train=False)
+    g = dict(step=jnp.zeros((), jnp.int32), g_params=g_vars['params'],
+             g_stats=g_vars['batch_stats'],
+             g_opt=self.g_tx.init(g_vars['params']))
+    if not self.adversarial:
+      return SRState(**g)
+    # The paper's flatten head: the dense layer's size depends on the crop.
+    d_size = self.hr_crop or self.config.dataset.image_size
+    d_vars = self.discriminator.init(
+        d_rng, jnp.zeros((1, d_size, d_size, self.channels)), train=False)
+    return GANState(**g, d_params=d_vars['params'],
+                    d_stats=d_vars['batch_stats'],
+                    d_opt=self.d_tx.init(d_vars['params']))
+
+  def with_generator(self, state, g_params: PyTree, g_stats: PyTree):
+    """`state` with G's weights replaced (SRGAN started from SRResNet).
+
+    The optimizer state is re-initialised: Adam moments of another loss
+    would only mislead the first steps.
+    """
+    return state.replace(g_params=g_params, g_stats=g_stats,
+                         g_opt=self.g_tx.init(g_params))
+
+  # --- Pairs and losses ------------------------------------------------------
+
+  def pairs(self, images: jax.Array, rng: jax.Array, crop: bool = True
+            ) -> tuple[jax.Array, jax.Array]:
+    """uint8 images -> (LR, HR) uint8 (random crops when training)."""
+    crop_rng, deg_rng = jax.random.split(rng)
+    hr = images
+    if crop and self.hr_crop:
+      hr = random_crops(images, self.hr_crop, crop_rng)
+    return self.degrade(hr, deg_rng), hr
+
+  def content_loss(self, sr: jax.Array, hr: jax.Array,
+                   consts: PyTree) -> jax.Array:
+    """MSE in pixels ([-1, 1]) or between rescaled VGG19 features."""
+    if self.content == 'mse':
+      return jnp.mean(jnp.square(sr - hr))
+    apply = lambda x: self.vgg.apply(
+        {'params': consts['vgg']}, vgg.to_vgg_input(x)).astype(jnp.float32)
+    f_sr = apply(sr) * self.vgg_scale
+    f_hr = jax.lax.stop_gradient(apply(hr)) * self.vgg_scale
+    return jnp.mean(jnp.square(f_sr - f_hr))
+
+  def train_step(self, state, batch: dict[str, jax.Array], rng: jax.Array,
+                 consts: PyTree = None):
+    """One G update (SRResNet), or one D then one G update (SRGAN).
+
+    Args:
+      state: `SRState` or `GANState`.
+      batch: {'image': uint8 (B, H, W, C)}, the originals.
+      rng: this step's key (crops, random degradations).
+      consts: `self.consts()`.
+
+    Returns:
+      The new state and this step's metrics.
+    """
+    consts = consts if consts is not None else self.consts()
+    lr_u8, hr_u8 = self.pairs(batch['image'], rng)
+    lr, hr = normalize(lr_u8), normalize(hr_u8)
+
+    def g_forward(g_params):
+      sr, upd = self.generator.apply(
+          {'params': g_params, 'batch_stats': state.g_stats}, lr, train=True,
+          mutable=['batch_stats'])
+      return sr, upd['batch_stats']
+
+    if not self.adversarial:
+      def loss_fn(g_params):
+        sr, g_stats = g_forward(g_params)
+        return self.content_loss(sr, hr, consts), g_stats
+
+      (loss, g_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          state.g_params)
+      updates, g_opt = self.g_tx.update(grads, state.g_opt, state.g_params)
+      new = SRState(step=state.step + 1,
+                    g_params=optax.apply_updates(state.g_params, updates),
+                    g_stats=g_stats, g_opt=g_opt)
+      return new, SRMetrics.single_from_model_output(g_loss=loss,
+                                                     content_loss=loss)
+
+    sr, g_vjp, g_stats = jax.vjp(g_forward, state.g_params, has_aux=True)
+    apply_d = self.discriminator.apply
+
+    def d_loss_fn(d_params):
+      real_logits, upd = apply_d(
+          {'params': d_params, 'batch_stats': state.d_stats}, hr, train=True,
+          mutable=['batch_stats'])
+      fake_logits, upd = apply_d(
+          {'params': d_params, 'batch_stats': upd['batch_stats']},
+          jax.lax.stop_gradient(sr), train=True, mutable=['batch_stats'])
+      loss = losses.nonsaturating_d_loss(real_logits, fake_logits)
+      return loss, (upd['batch_stats'], real_logits, fake_logits)
+
+    (d_loss, (d_stats, real_logits, fake_logits)), d_grads = (
+        jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params))
+    d_updates, d_opt = self.d_tx.update(d_grads, state.d_opt, state.d_params)
+    d_params = optax.apply_updates(state.d_params, d_updates)
+
+    def g_loss_fn(sr):
+      logits, upd = apply_d({'params': d_params, 'batch_stats': d_stats}, sr,
+                            train=True, mutable=['batch_stats'])
+      adv = losses.nonsaturating_g_loss(logits)
+      content = self.content_loss(sr, hr, consts)
+      return (content + self.adversarial_weight * adv,
+              (upd['batch_stats'], content, adv))
+
+    (g_loss, (d_stats, content, adv)), sr_grad = jax.value_and_grad(
+        g_loss_fn, has_aux=True)(sr)
+    (g_grads,) = g_vjp(sr_grad)
+    g_updates, g_opt = self.g_tx.update(g_grads, state.g_opt, state.g_params)
+    new = GANState(
+        step=state.step + 1,
+        g_params=optax.apply_updates(state.g_params, g_updates),
+        g_stats=g_stats, g_opt=g_opt, d_params=d_params, d_stats=d_stats,
+        d_opt=d_opt)
+    return new, SRGANMetrics.single_from_model_output(
+        g_loss=g_loss, content_loss=content, adversarial_loss=adv,
+        d_loss=d_loss, d_real=jax.nn.sigmoid(real_logits).mean(),
+        d_fake=jax.nn.sigmoid(fake_logits).mean())
+
+  # --- Inference, validation, panels -----------------------------------------
+
+  def restore(self, g_params: PyTree, g_stats: PyTree,
+              lr: jax.Array) -> jax.Array:
+    """uint8 LR (B, h, w, C) -> uint8 restored (B, scale*h, scale*w, C)."""
+    sr = self.generator.apply({'params': g_params, 'batch_stats': g_stats},
+                              normalize(lr), train=False)
+    return to_uint8(sr)
+
+  def eval_pairs(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Deterministic (LR, HR) of whole images (fixed key for noisy specs)."""
+    return self.pairs(images, jax.random.key(0), crop=False)
+
+  def _eval_batch(self, g_params, g_stats, images):
+    lr, hr = self.eval_pairs(images)
+    out = self.restore(g_params, g_stats, lr)
+    bicubic = upscale(lr, hr.shape[1:3], 'bicubic')
+    cb = self.crop_border
+    return {'psnr': image_metrics.psnr(out, hr, crop_border=cb),
+            'ssim': image_metrics.ssim(out, hr, crop_border=cb),
+            'bicubic_psnr': image_metrics.psnr(bicubic, hr, crop_border=cb),
+            'bicubic_ssim': image_metrics.ssim(bicubic, hr, crop_border=cb)}
+
+  def evaluate(self, state, images: np.ndarray) -> dict[str, float]:
+    """Mean PSNR/SSIM of G and of bicubic on whole validation images.
+
+    Args:
+      state: the train state.
+      images: uint8 (N, H, W, C) originals (already transformed like
+        training images).
+
+    Returns:
+      {'psnr', 'ssim', 'bicubic_psnr', 'bicubic_ssim'}: means over images.
+    """
+    if self.eval_num_images:
+      images = images[:self.eval_num_images]
+    if not hasattr(self, '_eval_jit'):
+      self._eval_jit = jax.jit(self._eval_batch)
+    values = {}
+    for i in range(0, len(images), self.eval_batch_size):
+      out = self._eval_jit(state.g_params, state.g_stats,
+                           images[i:i + self.eval_batch_size])
+      for k, v in out.items():
+        values.setdefault(k, []).append(np.asarray(v))
+    return {k: float(np.mean(np.concatenate(v))) for k, v in values.items()}
+
+  def visual_inputs(self, rng: jax.Array, eval_images=None) -> jax.Array:
+    """The first few validation images (whole), fixed for the run."""
+    del rng
+    if eval_images is None:
+      raise ValueError('SR panels need validation images')
+    return jnp.asarray(eval_images[:self.num_visual_images])
+
+  def visuals(self, state, images: jax.Array) -> dict[str, jax.Array]:
+    """Rows of LR (nearest, to HR size) | bicubic | output | HR."""
+    lr, hr = self.eval_pairs(images)
+    size = hr.shape[1:3]
+    out = self.restore(state.g_params, state.g_stats, lr)
+    panels = jnp.stack([upscale(lr, size, 'nearest'),
+                        upscale(lr, size, 'bicubic'), out, hr], axis=1)
+    return {'lr_bicubic_output_hr': panels.reshape((-1,) + hr.shape[1:])}
