@@ -524,10 +524,73 @@ register(WeightsKind(
     sha256_prefix='dcbb9e9d',
     description='torchvision VGG19 (ImageNet)',
 ))
-# FID's Inception goes here: register(WeightsKind(name='inception_fid',
-# standard_file='pt_inception-2015-12-05-6726825d.pth', url=<pytorch-fid
-# release URL>, convert=<state dict -> Flax Inception params>)). Legacy-format
-# files like that one are already readable by `load_torch_state_dict`.
+
+
+def _convert_alexnet(state_dict: Mapping[str, np.ndarray]) -> Params:
+  from medjax.models import lpips  # pylint: disable=g-import-not-at-top
+  return lpips.convert_alexnet(state_dict)
+
+
+def _convert_vgg16(state_dict: Mapping[str, np.ndarray]) -> Params:
+  from medjax.models import lpips  # pylint: disable=g-import-not-at-top
+  return lpips.convert_vgg16(state_dict)
+
+
+def _convert_lpips_lin(net: str) -> Callable[[Mapping[str, np.ndarray]],
+                                             Params]:
+  def convert_lin(state_dict: Mapping[str, np.ndarray]) -> Params:
+    from medjax.models import lpips  # pylint: disable=g-import-not-at-top
+    return lpips.convert_lin(state_dict, net)
+  return convert_lin
+
+
+register(WeightsKind(
+    name='alexnet',
+    standard_file='alexnet-owt-7be5be79.pth',
+    url='https://download.pytorch.org/models/alexnet-owt-7be5be79.pth',
+    convert=_convert_alexnet,
+    sha256_prefix='7be5be79',
+    description='torchvision AlexNet (ImageNet; LPIPS backbone)',
+))
+register(WeightsKind(
+    name='vgg16',
+    standard_file='vgg16-397923af.pth',
+    url='https://download.pytorch.org/models/vgg16-397923af.pth',
+    convert=_convert_vgg16,
+    sha256_prefix='397923af',
+    description='torchvision VGG16 (ImageNet; LPIPS backbone)',
+))
+register(WeightsKind(
+    name='lpips_alex',
+    standard_file='alex.pth',
+    url='https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/'
+        'weights/v0.1/alex.pth',
+    convert=_convert_lpips_lin('alex'),
+    description='LPIPS v0.1 linear layers for AlexNet (lpips package)',
+))
+register(WeightsKind(
+    name='lpips_vgg',
+    standard_file='vgg.pth',
+    url='https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/'
+        'weights/v0.1/vgg.pth',
+    convert=_convert_lpips_lin('vgg'),
+    description='LPIPS v0.1 linear layers for VGG16 (lpips package)',
+))
+
+
+def _convert_inception(state_dict: Mapping[str, np.ndarray]) -> Params:
+  from medjax.models import inception  # pylint: disable=g-import-not-at-top
+  return inception.convert_inception(state_dict)
+
+
+register(WeightsKind(
+    name='inception_fid',
+    standard_file='pt_inception-2015-12-05-6726825d.pth',
+    url=('https://github.com/mseitzer/pytorch-fid/releases/download/'
+         'fid_weights/pt_inception-2015-12-05-6726825d.pth'),
+    convert=_convert_inception,
+    description="pytorch-fid's InceptionV3 (FID, KID, precision/recall)",
+))
 
 
 # --- Command -----------------------------------------------------------------
