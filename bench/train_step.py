@@ -1,6 +1,12 @@
-r"""Times the jitted GAN train step on synthetic batches.
+r"""Times the jitted train step of any config on synthetic batches.
 
   python bench/train_step.py --config=configs/dcgan_brain.py --batch_size=128
+  python bench/train_step.py --config=configs/srgan_brain.py --batch_size=16
+
+SR configs are timed on batches of HR-crop-sized images (96x96 for SRGAN, as
+the PyTorch reference), so the crop is the whole image; the SRGAN content
+loss runs through VGG19 with random weights unless --vgg_weights names the
+converted file (the timing does not depend on the values).
 
 Prints one JSON line per measurement (images/s, step ms, compile s, model
 FLOPs per image from XLA's cost analysis) and a short table. Runs on CPU and
@@ -18,18 +24,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from medjax import config_lib
-from medjax.trainers import gan
+from medjax import trainers
 
 
 def measure(config, batch_size: int, steps: int, warmup: int) -> dict:
   """Compiles and times `steps` train steps; returns the measurement."""
   config_lib.validate(config)
-  task = gan.GANTask(config)
+  task = trainers.get_task(config)
   state = jax.jit(task.init)(jax.random.key(0))
-  shape = (batch_size,) + task.image_shape
+  size = config.dataset.image_size
+  shape = (batch_size, size, size, config.dataset.channels)
   batch = {'image': jnp.asarray(
       np.random.default_rng(0).integers(0, 256, shape, np.uint8))}
-  step = jax.jit(task.train_step, donate_argnums=0)
+  consts = task.consts()
+  step = jax.jit(lambda s, b, r: task.train_step(s, b, r, consts),
+                 donate_argnums=0)
   t = time.perf_counter()
   compiled = step.lower(state, batch, jax.random.key(0)).compile()
   compile_s = time.perf_counter() - t
@@ -63,12 +72,17 @@ def main():
   parser.add_argument('--dtypes', nargs='+', default=['float32', 'bfloat16'])
   parser.add_argument('--steps', type=int, default=10)
   parser.add_argument('--warmup', type=int, default=2)
+  parser.add_argument('--vgg_weights', default='random_vgg')
   args = parser.parse_args()
   rows = []
   for dtype in args.dtypes:
     for batch_size in args.batch_size:
       config = config_lib.load_config_file(args.config)
       config.model.dtype = dtype
+      if config.model.name in config_lib.SR_MODELS and config.sr.hr_crop:
+        config.dataset.image_size = config.sr.hr_crop
+        if config.sr.content_loss == 'vgg':
+          config.sr.vgg_weights = args.vgg_weights
       row = measure(config, batch_size, args.steps, args.warmup)
       print(json.dumps(row), flush=True)
       rows.append(row)

@@ -23,8 +23,8 @@ Pickles are read with an unpickler that knows only the few globals a state
 dict needs (tensor rebuild functions, storage types, OrderedDict) and refuses
 every other global: a checkpoint is data and must never run code.
 
-New kinds (e.g. FID's Inception) are added with `register(WeightsKind(...))`;
-see the VGG19 entry at the end of this file.
+New kinds are added with `register(WeightsKind(...))` and a converter in the
+model's module (see the registry at the end of this file).
 """
 
 from __future__ import annotations
@@ -511,44 +511,29 @@ def load(kind: str, path_or_dir: str | None) -> Params:
   return k.convert(load_torch_state_dict(path))
 
 
-def _convert_vgg19(state_dict: Mapping[str, np.ndarray]) -> Params:
-  from medjax.models import vgg  # pylint: disable=g-import-not-at-top
-  return vgg.convert_vgg19(state_dict)
+def _lazy(module: str, fn: str, *args) -> Callable[[Mapping[str, np.ndarray]],
+                                                  Params]:
+  """A converter that imports `medjax.models.<module>` only when it runs."""
+  def convert(state_dict: Mapping[str, np.ndarray]) -> Params:
+    import importlib  # pylint: disable=g-import-not-at-top
+    mod = importlib.import_module(f'medjax.models.{module}')
+    return getattr(mod, fn)(state_dict, *args)
+  return convert
 
 
 register(WeightsKind(
     name='vgg19',
     standard_file='vgg19-dcbb9e9d.pth',
     url='https://download.pytorch.org/models/vgg19-dcbb9e9d.pth',
-    convert=_convert_vgg19,
+    convert=_lazy('vgg', 'convert_vgg19'),
     sha256_prefix='dcbb9e9d',
     description='torchvision VGG19 (ImageNet)',
 ))
-
-
-def _convert_alexnet(state_dict: Mapping[str, np.ndarray]) -> Params:
-  from medjax.models import lpips  # pylint: disable=g-import-not-at-top
-  return lpips.convert_alexnet(state_dict)
-
-
-def _convert_vgg16(state_dict: Mapping[str, np.ndarray]) -> Params:
-  from medjax.models import lpips  # pylint: disable=g-import-not-at-top
-  return lpips.convert_vgg16(state_dict)
-
-
-def _convert_lpips_lin(net: str) -> Callable[[Mapping[str, np.ndarray]],
-                                             Params]:
-  def convert_lin(state_dict: Mapping[str, np.ndarray]) -> Params:
-    from medjax.models import lpips  # pylint: disable=g-import-not-at-top
-    return lpips.convert_lin(state_dict, net)
-  return convert_lin
-
-
 register(WeightsKind(
     name='alexnet',
     standard_file='alexnet-owt-7be5be79.pth',
     url='https://download.pytorch.org/models/alexnet-owt-7be5be79.pth',
-    convert=_convert_alexnet,
+    convert=_lazy('lpips', 'convert_alexnet'),
     sha256_prefix='7be5be79',
     description='torchvision AlexNet (ImageNet; LPIPS backbone)',
 ))
@@ -556,7 +541,7 @@ register(WeightsKind(
     name='vgg16',
     standard_file='vgg16-397923af.pth',
     url='https://download.pytorch.org/models/vgg16-397923af.pth',
-    convert=_convert_vgg16,
+    convert=_lazy('lpips', 'convert_vgg16'),
     sha256_prefix='397923af',
     description='torchvision VGG16 (ImageNet; LPIPS backbone)',
 ))
@@ -565,7 +550,7 @@ register(WeightsKind(
     standard_file='alex.pth',
     url='https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/'
         'weights/v0.1/alex.pth',
-    convert=_convert_lpips_lin('alex'),
+    convert=_lazy('lpips', 'convert_lin', 'alex'),
     description='LPIPS v0.1 linear layers for AlexNet (lpips package)',
 ))
 register(WeightsKind(
@@ -573,22 +558,15 @@ register(WeightsKind(
     standard_file='vgg.pth',
     url='https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/'
         'weights/v0.1/vgg.pth',
-    convert=_convert_lpips_lin('vgg'),
+    convert=_lazy('lpips', 'convert_lin', 'vgg'),
     description='LPIPS v0.1 linear layers for VGG16 (lpips package)',
 ))
-
-
-def _convert_inception(state_dict: Mapping[str, np.ndarray]) -> Params:
-  from medjax.models import inception  # pylint: disable=g-import-not-at-top
-  return inception.convert_inception(state_dict)
-
-
 register(WeightsKind(
     name='inception_fid',
     standard_file='pt_inception-2015-12-05-6726825d.pth',
     url=('https://github.com/mseitzer/pytorch-fid/releases/download/'
          'fid_weights/pt_inception-2015-12-05-6726825d.pth'),
-    convert=_convert_inception,
+    convert=_lazy('inception', 'convert_inception'),
     description="pytorch-fid's InceptionV3 (FID, KID, precision/recall)",
 ))
 
