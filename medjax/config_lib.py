@@ -24,7 +24,8 @@ RUN_CONTROL_KEYS = frozenset({
 })
 
 # model.name -> task kind (medjax.trainers.get_task).
-MODEL_NAMES = ('dcgan', 'srresnet', 'srgan')
+MODEL_NAMES = ('dcgan', 'sngan', 'cdcgan', 'srresnet', 'srgan')
+GAN_MODELS = ('dcgan', 'sngan', 'cdcgan')
 SR_MODELS = ('srresnet', 'srgan')
 OPTIMIZERS = ('adam', 'sgd')
 DTYPES = ('float32', 'bfloat16', 'float16')
@@ -95,6 +96,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.d_strides = (2, 2, 2, 2, 1)
   c.model.d_paddings = (1, 1, 1, 1, 0)
   c.model.init_std = 0.02
+  # Class-conditional models (cdcgan): classes and label-embedding size.
+  c.model.num_classes = 0
+  c.model.embed_dim = 50
+  # SNGAN (Miyato et al. 2018 "standard CNN", 128x128 as in the MedGAN study).
+  c.model.sngan = ml_collections.ConfigDict(dict(
+      g_features=(512, 512, 512, 256, 128, 64), bottom_width=4,
+      d_features=(64, 64, 128, 128, 256, 256, 512),
+      d_kernels=(3, 4, 3, 4, 3, 4, 3), d_strides=(1, 2, 1, 2, 1, 2, 1),
+      d_paddings=(1, 1, 1, 1, 1, 1, 1), negative_slope=0.2))
   # Super-resolution / restoration (model.name 'srresnet' or 'srgan'):
   # SRResNet generator and SRGAN discriminator (Ledig et al. 2017).
   c.model.sr = ml_collections.ConfigDict(dict(
@@ -126,6 +136,16 @@ def base_config() -> ml_collections.ConfigDict:
       crop_border=4,
       best_metric='psnr',  # 'psnr' or 'ssim': which checkpoint is kept best.
       eval_batch_size=16,
+  ))
+
+  # Options of every GAN (medjax.trainers.gan; docs/training_options.md).
+  c.gan = ml_collections.ConfigDict(dict(
+      loss='nonsaturating',  # 'nonsaturating' | 'hinge' | 'lsgan' | 'wgan'
+      gp_weight=0.0,  # WGAN-GP lambda (10 in the paper); 0 = off.
+      r1_gamma=0.0,  # R1 penalty gamma on reals; 0 = off.
+      diffaugment='',  # DiffAugment policy, e.g. 'color,translation,cutout'.
+      ema_decay=0.0,  # EMA of G's weights for sampling, e.g. 0.999; 0 = off.
+      d_steps=1,  # D updates per G update.
   ))
 
   c.optimizer = ml_collections.ConfigDict()

@@ -228,6 +228,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   logging.info('Dataset %s/%s: %d images, %s. %s', config.dataset.name,
                config.dataset.split, len(data.images), data.images.shape[1:],
                data.description.splitlines()[0] if data.description else '')
+  if hasattr(task, 'check_data'):
+    task.check_data(data.labels, data.label_names)
   iterator = pipeline.make_iterator(
       data, config.batch_size, config.seed, jax.process_index(),
       jax.process_count())

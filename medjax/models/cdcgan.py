@@ -59,8 +59,8 @@ def _embed(labels: jax.Array, num_classes: int, features: int, init,
 
   Called inside a compact `__call__`, so the `nn.Embed` belongs to the caller.
   """
-  e = nn.Embed(num_classes, features, dtype=jnp.float32, param_dtype=param_dtype,
-               embedding_init=init, name=name)(labels)
+  e = nn.Embed(num_classes, features, dtype=jnp.float32,
+               param_dtype=param_dtype, embedding_init=init, name=name)(labels)
   valid = (labels >= 0) & (labels < num_classes)
   return jnp.where(valid[..., None], e, jnp.asarray(jnp.nan, e.dtype))
 
@@ -159,7 +159,7 @@ class Discriminator(nn.Module):
           dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=init,
           conv_general_dilated=conv.conv_general_dilated, name=f'conv{i}')(x)
       if i > 0:
-        x = dcgan._bn(train, self.dtype, self.param_dtype, self.init_std,  # pylint: disable=protected-access
+        x = dcgan.batch_norm(train, self.dtype, self.param_dtype, self.init_std,
                       f'bn{i}')(x)
       x = nn.leaky_relu(x, 0.2)
     phi = x

@@ -33,9 +33,12 @@ def conv_out_size(size: int, kernels: Sequence[int], strides: Sequence[int],
   return size
 
 
-def _bn(train: bool, dtype: Dtype, param_dtype: Dtype, std: float, name: str):
-  # PyTorch DCGAN init: gamma ~ N(1, std), beta = 0; torch momentum 0.1 is
-  # Flax momentum 0.9.
+def batch_norm(train: bool, dtype: Dtype, param_dtype: Dtype, std: float,
+               name: str) -> nn.BatchNorm:
+  """BatchNorm as PyTorch's DCGAN sets it up (shared by the GAN families).
+
+  gamma ~ N(1, std), beta = 0, eps 1e-5; torch momentum 0.1 is Flax's 0.9.
+  """
   return nn.BatchNorm(
       use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
       param_dtype=param_dtype,
@@ -77,7 +80,7 @@ class Generator(nn.Module):
           conv_general_dilated=conv.conv_general_dilated,
           name=f'deconv{i}')(x)
       if i < len(features) - 1:
-        x = _bn(train, self.dtype, self.param_dtype, self.init_std,
+        x = batch_norm(train, self.dtype, self.param_dtype, self.init_std,
                 f'bn{i}')(x)
         x = nn.relu(x)
     return jnp.tanh(x.astype(jnp.float32))
@@ -115,7 +118,7 @@ class Discriminator(nn.Module):
           name=f'conv{i}')(x)
       if i < len(features) - 1:
         if i > 0:
-          x = _bn(train, self.dtype, self.param_dtype, self.init_std,
+          x = batch_norm(train, self.dtype, self.param_dtype, self.init_std,
                   f'bn{i}')(x)
         x = nn.leaky_relu(x, 0.2)
     if x.shape[1:3] != (1, 1):

@@ -9,8 +9,9 @@ convolutions use `medjax.models.conv.conv_general_dilated`.
 
 Spectral normalisation wraps every convolution and the final dense layer of
 the discriminator (`SpectralNorm` below: `flax.linen.SpectralNorm`, storing
-the raw weights; one power iteration per call as in the paper). Its power-iteration vectors `u` and the last `sigma` live in
-the **'batch_stats'** collection (Flax's default; the generator's BatchNorm
+the raw weights; one power iteration per call as in the paper). Its
+power-iteration vectors `u` and the last `sigma` live in the **'batch_stats'**
+collection (Flax's default; the generator's BatchNorm
 statistics live there too), under `sn{i}` / `sn_out`. A D train step must
 apply D with `train=True` (which sets `update_stats=True`) and
 `mutable=['batch_stats']`, and keep the returned collection, exactly as for a
@@ -105,7 +106,7 @@ class Generator(nn.Module):
                  param_dtype=self.param_dtype, kernel_init=init,
                  name='dense0')(z.astype(self.dtype))
     x = x.reshape(z.shape[0], bw, bw, f0)
-    x = nn.relu(dcgan._bn(train, self.dtype, self.param_dtype,  # pylint: disable=protected-access
+    x = nn.relu(dcgan.batch_norm(train, self.dtype, self.param_dtype,
                           self.init_std, 'bn0')(x))
     for i, f in enumerate(self.features[1:], start=1):
       # ConvTranspose2d(4, 2, 1): input dilation 2, padding 4 - 1 - 1.
@@ -114,7 +115,7 @@ class Generator(nn.Module):
           use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
           kernel_init=init, conv_general_dilated=conv.conv_general_dilated,
           name=f'deconv{i}')(x)
-      x = nn.relu(dcgan._bn(train, self.dtype, self.param_dtype,  # pylint: disable=protected-access
+      x = nn.relu(dcgan.batch_norm(train, self.dtype, self.param_dtype,
                             self.init_std, f'bn{i}')(x))
     # ConvTranspose2d(3, 1, 1) is a 3x3 'same' convolution (kernel flipped).
     x = nn.Conv(

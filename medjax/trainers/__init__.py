@@ -10,6 +10,7 @@ A task is built from the config and provides pure functions the loop jits:
   train_step(state, batch, rng, consts) -> (state, clu metrics)
   visual_inputs(rng, eval_images) -> pytree   fixed inputs of the image panels
   visuals(state, inputs) -> {name: uint8 (N, H, W, C)}, with `visual_columns`
+  check_data(labels, label_names)        optional: the training data fit
   eval_split: str | None                 split for `evaluate`, or None
   evaluate(state, images) -> {name: float}   validation on whole images
   best_metric: str | None                the `evaluate` key (higher better)
@@ -31,7 +32,7 @@ def get_task(config: ml_collections.ConfigDict, inference: bool = False):
       (e.g. VGG19 weights of a content loss).
   """
   # Imported here: each task pulls in its models.
-  if config.model.name == 'dcgan':
+  if config.model.name in config_lib.GAN_MODELS:
     from medjax.trainers import gan  # pylint: disable=g-import-not-at-top
     return gan.GANTask(config)
   if config.model.name in config_lib.SR_MODELS:
