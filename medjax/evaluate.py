@@ -16,6 +16,17 @@ per-image arrays' summary and how they were made) and `<out>/metrics.md`
 
 All runs must share dataset, degradation and scale: the rows of one table are
 computed on the same images.
+
+For GAN runs (`config_lib.GAN_MODELS`), `medjax.metrics.generative.
+evaluate_generator` instead: `--num_samples` generated images (`--seed`)
+against the split's real images, SWD and MS-SSIM diversity always, FID / KID /
+precision-recall with `--inception_weights`, each value with a metric card
+and a bootstrap CI, plus the memorisation audit (`--audit`, on by default;
+its grid is `<out>/audit_closest_pairs.png`). GAN runs are evaluated one at a
+time (several --workdir: one `<out>/<run name>` each).
+
+  python -m medjax.evaluate --workdir=runs/dcgan_brain \
+    --inception_weights=weights/inception_fid [--num_samples=2048]
 """
 
 from __future__ import annotations
@@ -27,7 +38,9 @@ import os
 import jax
 import numpy as np
 
+from medjax import config_lib
 from medjax import train
+from medjax.metrics import generative
 from medjax.metrics import image as image_metrics
 from medjax.metrics import stats
 from medjax.trainers import sr as sr_lib
@@ -55,8 +68,8 @@ def _restore(workdir: str, checkpoint: str):
     kind = f'step {checkpoint}'
   if not isinstance(task, sr_lib.SRTask):
     raise ValueError(
-        f'{workdir} is a {config.model.name!r} run; `medjax.evaluate` '
-        'evaluates restoration runs (srresnet, srgan) so far')
+        f'{workdir} is a {config.model.name!r} run; evaluate GAN runs with '
+        '`medjax.metrics.generative.evaluate_generator` (the command does)')
   return {'workdir': os.path.abspath(workdir), 'config': config, 'task': task,
           'state': state, 'step': int(step), 'checkpoint': kind}
 
@@ -185,7 +198,38 @@ def _define_flags():
   flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step.")
   flags.DEFINE_integer('batch_size', 16, 'Images per device call.')
   flags.DEFINE_string('out', None, 'Output dir; default <workdir>/eval.')
+  # GAN runs only.
+  flags.DEFINE_integer('num_samples', 2048, 'GAN: images to generate.')
+  flags.DEFINE_list('metrics', None, 'GAN: subset of '
+                    f'{",".join(generative.METRICS)}; default all that can '
+                    'run (feature metrics need --inception_weights).')
+  flags.DEFINE_string('inception_weights', None,
+                      'GAN: pytorch-fid Inception weights (medjax.weights).')
+  flags.DEFINE_integer('seed', 0, 'GAN: latent, subset and bootstrap seed.')
+  flags.DEFINE_integer('num_bootstrap', None, 'GAN: bootstrap resamples for '
+                       'every metric; default per metric (see docs).')
+  flags.DEFINE_bool('audit', True, 'GAN: memorisation audit against the '
+                    'training split.')
   flags.mark_flag_as_required('workdir')
+
+
+def _evaluate_gans(f) -> None:
+  """The command for GAN runs: one report per run."""
+  step = None if f.checkpoint in ('best', 'latest') else int(f.checkpoint)
+  for workdir in f.workdir:
+    if f.out is None:
+      out = os.path.join(workdir, 'eval')
+    elif len(f.workdir) == 1:
+      out = f.out
+    else:
+      out = os.path.join(f.out, os.path.basename(os.path.normpath(workdir)))
+    report = generative.evaluate_generator(
+        workdir, num_samples=f.num_samples, split=f.split,
+        metrics=tuple(f.metrics) if f.metrics else None,
+        inception_weights=f.inception_weights, seed=f.seed,
+        num_bootstrap=f.num_bootstrap, audit=f.audit, out_dir=out, step=step)
+    generative.write_report(report, out)
+    print(generative.format_table(report))
 
 
 def main(argv):
@@ -194,6 +238,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   f = flags.FLAGS
+  if train.load_config(f.workdir[0]).model.name in config_lib.GAN_MODELS:
+    _evaluate_gans(f)
+    return
   report = evaluate_restoration(f.workdir, f.split, f.num_images,
                                 f.crop_border, f.checkpoint, f.batch_size)
   write_report(report, f.out or os.path.join(f.workdir[0], 'eval'))
