@@ -24,9 +24,9 @@ RUN_CONTROL_KEYS = frozenset({
 })
 
 # model.name -> task kind (medjax.trainers.get_task).
-MODEL_NAMES = ('dcgan', 'sngan', 'cdcgan', 'srresnet', 'srgan')
+MODEL_NAMES = ('dcgan', 'sngan', 'cdcgan', 'srresnet', 'srgan', 'pix2pix')
 GAN_MODELS = ('dcgan', 'sngan', 'cdcgan')
-SR_MODELS = ('srresnet', 'srgan')
+SR_MODELS = ('srresnet', 'srgan', 'pix2pix')  # Restoration tasks.
 OPTIMIZERS = ('adam', 'sgd')
 DTYPES = ('float32', 'bfloat16', 'float16')
 
@@ -110,6 +110,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.sr = ml_collections.ConfigDict(dict(
       num_blocks=16, features=64, scale=4, prelu_per_channel=False,
       d_features=64, d_pool='flatten'))
+  # Pix2Pix (Isola et al. 2017): U-Net generator, 70x70 PatchGAN.
+  c.model.pix2pix = ml_collections.ConfigDict(dict(
+      num_downs=8, ngf=64, ndf=64, n_layers=3, norm='batch',
+      use_dropout=True))
 
   # Supervised pairs for restoration, made on device from each training
   # image (after dataset.degradation, if any): HR = a random hr_crop x hr_crop
@@ -119,9 +123,11 @@ def base_config() -> ml_collections.ConfigDict:
       hr_crop=96,
       # SRGAN: start G from this SRResNet run's best (else latest) checkpoint.
       init_from='',
-      # Generator loss: 'mse' (pixels, SRResNet) or 'vgg' (VGG19 features,
-      # SRGAN) plus adversarial_weight x the non-saturating GAN loss.
+      # Generator loss: content_weight x content loss ('mse' or 'l1' in
+      # pixels, or 'vgg': VGG19 features) + adversarial_weight x the
+      # non-saturating GAN loss (srgan, pix2pix).
       content_loss='mse',
+      content_weight=1.0,
       vgg_layer='conv5_4',
       vgg_after_relu=True,  # The SRGAN paper's VGG54: after the ReLU.
       # Converted torchvision VGG19 (python -m medjax.weights convert
@@ -199,9 +205,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.sr.best_metric not in ('psnr', 'ssim'):
     raise ValueError(f"sr.best_metric={config.sr.best_metric!r}, expected "
                      "'psnr' or 'ssim'")
-  if config.sr.content_loss not in ('mse', 'vgg'):
+  if config.sr.content_loss not in ('mse', 'l1', 'vgg'):
     raise ValueError(f"sr.content_loss={config.sr.content_loss!r}, expected "
-                     "'mse' or 'vgg'")
+                     "'mse', 'l1' or 'vgg'")
   for key in ('dtype', 'param_dtype'):
     if config.model[key] not in DTYPES:
       raise ValueError(f'model.{key}={config.model[key]!r}, expected one of '

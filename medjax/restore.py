@@ -10,14 +10,16 @@ in batches sharded over the local devices, and writes the results as the TFDS
 dataset `--out` beside it, labels kept; its metadata records the run, the
 checkpoint step and kind, and the source dataset.
 
-Images of any size: the generator is fully convolutional, so an image is
-restored whole when it fits `--tile` (in input pixels); a larger one is cut
+Images of any size (SRResNet/SRGAN): the generator is fully convolutional, so
+an image is restored whole when it fits `--tile` (in input pixels); a larger
+one is cut
 into tiles of `--tile` plus a margin on every side that is at least the
 network's receptive-field radius (`receptive_field_radius`), each tile is
 restored, and only its centre (which saw the same context as in the whole
 image) is kept. Tiles never extend past the image (those at the border are
 shifted inwards), so the result equals restoring the whole image, without
-seams, up to float rounding.
+seams, up to float rounding. A Pix2Pix U-Net has a global receptive field:
+its images are restored whole (their side must divide by 2**num_downs).
 """
 
 from __future__ import annotations
@@ -147,8 +149,13 @@ def restore_dataset(workdir: str, dataset: str, out: str,
     ds.detail_filter.min_score = None
     ds.detail_filter.keep_top = None
   splits = [only] if only else sorted(_splits(ds))
-  margin = math.ceil(receptive_field_radius(config.model.sr.num_blocks,
-                                            task.scale))
+  if task.paired_d:
+    # A U-Net sees the whole image (its bottleneck is 1x1): tiles would
+    # change the result, so images are restored whole.
+    tile, margin = 1 << 30, 0
+  else:
+    margin = math.ceil(receptive_field_radius(config.model.sr.num_blocks,
+                                              task.scale))
   fn = _sharded(task, state)
   result, names = {}, ()
   for split in splits:

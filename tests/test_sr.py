@@ -32,6 +32,13 @@ _TINY_SR = {
 }
 
 
+_PIX2PIX = {'model.name': 'pix2pix', 'model.sr.scale': 1,
+            'sr.lr_degradation': 'box(3)', 'sr.content_loss': 'l1',
+            'sr.content_weight': 100.0, 'sr.adversarial_weight': 1.0,
+            'model.pix2pix.num_downs': 4, 'model.pix2pix.ngf': 4,
+            'model.pix2pix.ndf': 4, 'model.pix2pix.n_layers': 1}
+
+
 def sr_config(data_dir, **overrides):
   return tiny_config(data_dir, **{'model.name': 'srresnet', **_TINY_SR,
                                   **overrides})
@@ -42,11 +49,13 @@ def _batch(shape=(8, 32, 32, 1), seed=1):
                                       256).astype(jnp.uint8)}
 
 
-@pytest.mark.parametrize('name,content', [('srresnet', 'mse'),
-                                          ('srgan', 'vgg')])
-def test_train_step_updates_and_is_finite(tmp_path, name, content):
-  task = sr_lib.SRTask(sr_config(str(tmp_path), **{
-      'model.name': name, 'sr.content_loss': content}))
+@pytest.mark.parametrize('overrides', [
+    {'model.name': 'srresnet'},
+    {'model.name': 'srgan', 'sr.content_loss': 'vgg'},
+    _PIX2PIX])
+def test_train_step_updates_and_is_finite(tmp_path, overrides):
+  name = overrides['model.name']
+  task = sr_lib.SRTask(sr_config(str(tmp_path), **overrides))
   state = task.init(jax.random.key(0))
   new, m = jax.jit(task.train_step)(state, _batch(), jax.random.key(2),
                                     task.consts())
@@ -54,7 +63,7 @@ def test_train_step_updates_and_is_finite(tmp_path, name, content):
   assert all(np.isfinite(float(v)) for v in values.values())
   assert int(new.step) == 1
   fields = ['g_params', 'g_stats']
-  if name == 'srgan':
+  if name != 'srresnet':
     assert {'d_loss', 'adversarial_loss', 'content_loss'} <= set(values)
     fields += ['d_params', 'd_stats']
   for field in fields:
@@ -116,17 +125,21 @@ def test_bad_settings_are_clear_errors(tmp_path):
         'sr.content_loss': 'vgg', 'sr.vgg_weights': str(tmp_path / 'none')}))
   assert 'vgg19-dcbb9e9d.pth' in str(e.value)
   assert 'python -m medjax.weights convert --kind=vgg19' in str(e.value)
+  with pytest.raises(ValueError, match='model.sr.scale=1'):
+    sr_lib.SRTask(sr_config(str(tmp_path), **{
+        **_PIX2PIX, 'model.sr.scale': 4, 'sr.lr_degradation': 'x4_bicubic'}))
   with pytest.raises(ValueError, match='best_metric'):
     config_lib.validate(sr_config(str(tmp_path), **{'sr.best_metric': 'l1'}))
 
 
 @pytest.mark.parametrize('name', ['srresnet_brain', 'srgan_brain',
-                                  'srgan_deblur_brain'])
+                                  'srgan_deblur_brain', 'pix2pix_brain'])
 def test_configs_validate_and_name_the_weights(name):
   config = config_lib.load_config_file(
       os.path.join(REPO, 'configs', f'{name}.py'))
   config_lib.validate(config)
   assert config.batch_size * config.num_train_steps >= 50 * 2000
+  assert config.model.name in config_lib.SR_MODELS
   if config.sr.content_loss == 'vgg':
     with config.unlocked():
       config.sr.vgg_weights = '/nonexistent/vgg19'
@@ -268,7 +281,8 @@ def test_restore_writes_a_new_dataset(sr_runs, data_dir):
     restore.restore_dataset(a, 'sr_lr_test/test', 'sr_restored_test')
 
 
-@pytest.mark.parametrize('name', ['srresnet_brain', 'srgan_deblur_brain'])
+@pytest.mark.parametrize('name', ['srresnet_brain', 'srgan_deblur_brain',
+                                  'pix2pix_brain'])
 def test_config_runs_two_steps_through_main(data_dir, tmp_path, name):
   flags = [f'--config.{k}={v}' for k, v in {
       'num_train_steps': 2, 'batch_size': 4, 'eval_every_steps': 2,
@@ -279,6 +293,10 @@ def test_config_runs_two_steps_through_main(data_dir, tmp_path, name):
       'sr.vgg_weights': 'random_vgg', 'sr.vgg_layer': 'conv1_2'}.items()]
   if name == 'srresnet_brain':
     flags += ['--config.dataset.image_size=32', '--config.sr.hr_crop=16']
+  elif name == 'pix2pix_brain':
+    flags += ['--config.dataset.image_size=32',
+              '--config.model.pix2pix.num_downs=5',
+              '--config.model.pix2pix.ngf=4', '--config.model.pix2pix.ndf=4']
   else:
     flags += ['--config.dataset.image_size=24',
               '--config.dataset.degradation=resize(24,24,area)']

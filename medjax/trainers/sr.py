@@ -1,4 +1,4 @@
-"""Restoration tasks: SRResNet (supervised) and SRGAN (adversarial) training.
+"""Restoration tasks: SRResNet (supervised), SRGAN and Pix2Pix (adversarial).
 
 Training pairs are made on device inside the jitted step, from each batch of
 stored images (after `dataset.degradation`, if any): HR = a random
@@ -11,11 +11,18 @@ at initialisation's reach).
 
 * `srresnet`: G minimises the content loss, MSE in pixel space
   (`sr.content_loss='mse'`, the paper's SRResNet-MSE) or VGG19 feature space.
-* `srgan`: G minimises content loss + `sr.adversarial_weight` x the
-  non-saturating adversarial loss of the SRGAN discriminator; D the BCE of
-  real HR vs G's output. As in `medjax.trainers.gan`, one D step then one G
-  step per call, G's gradient through the updated D via the VJP of G's one
-  forward pass. G starts from the SRResNet run named by `sr.init_from`.
+* `srgan`: G minimises `sr.content_weight` x content loss +
+  `sr.adversarial_weight` x the non-saturating adversarial loss of the SRGAN
+  discriminator; D the BCE of real HR vs G's output. As in
+  `medjax.trainers.gan`, one D step then one G step per call, G's gradient
+  through the updated D via the VJP of G's one forward pass. G starts from
+  the SRResNet run named by `sr.init_from`.
+* `pix2pix` (Isola et al. 2017; scale 1): the same adversarial step with the
+  U-Net generator (dropout in training) and the 70x70 PatchGAN, which sees
+  the (input, output) pair; content loss L1 with weight 100, adversarial
+  weight 1. At inference the U-Net runs in eval mode (running BatchNorm
+  statistics, no dropout), so a restored dataset is deterministic; the paper
+  instead keeps dropout and batch statistics at test time.
 
 The content loss of SRGAN (`sr.content_loss='vgg'`) is the MSE between VGG19
 feature maps (`sr.vgg_layer`, default conv5_4 after its ReLU, the paper's
@@ -44,6 +51,7 @@ from medjax import trainers
 from medjax import weights
 from medjax.data import degradations
 from medjax.metrics import image as image_metrics
+from medjax.models import pix2pix
 from medjax.models import srresnet
 from medjax.models import vgg
 from medjax.trainers.gan import GANState, normalize, to_uint8
@@ -109,7 +117,8 @@ class SRTask:
                inference: bool = False):
     m, s = config.model, config.sr
     self.config = config
-    self.adversarial = m.name == 'srgan'
+    self.adversarial = m.name in ('srgan', 'pix2pix')
+    self.paired_d = m.name == 'pix2pix'  # D sees (input, output) pairs.
     self.scale = m.sr.scale
     self.channels = config.dataset.channels
     self.hr_crop = s.hr_crop
@@ -126,18 +135,34 @@ class SRTask:
                        f'model.sr.scale={self.scale}')
     self.degrade = degradations.get(s.lr_degradation)
     self._check_degradation(config)
-    self.generator = srresnet.SRResNet(
-        num_blocks=m.sr.num_blocks, features=m.sr.features, scale=self.scale,
-        channels=self.channels, prelu_per_channel=m.sr.prelu_per_channel,
-        dtype=dtype, param_dtype=param_dtype)
+    if self.paired_d:
+      if self.scale != 1:
+        raise ValueError('pix2pix restores at the same size: set '
+                         f'model.sr.scale=1 (got {self.scale})')
+      p = m.pix2pix
+      self.generator = pix2pix.UNetGenerator(
+          num_downs=p.num_downs, ngf=p.ngf, channels_in=self.channels,
+          channels_out=self.channels, norm=p.norm, use_dropout=p.use_dropout,
+          dtype=dtype, param_dtype=param_dtype)
+      self.discriminator = pix2pix.PatchDiscriminator(
+          ndf=p.ndf, n_layers=p.n_layers, norm=p.norm, dtype=dtype,
+          param_dtype=param_dtype)
+    else:
+      self.generator = srresnet.SRResNet(
+          num_blocks=m.sr.num_blocks, features=m.sr.features,
+          scale=self.scale, channels=self.channels,
+          prelu_per_channel=m.sr.prelu_per_channel, dtype=dtype,
+          param_dtype=param_dtype)
+      if self.adversarial:
+        self.discriminator = srresnet.SRGANDiscriminator(
+            features=m.sr.d_features, pool=m.sr.d_pool, dtype=dtype,
+            param_dtype=param_dtype)
     o = config.optimizer
     self.g_tx = trainers.make_optimizer(o, o.g_learning_rate)
     if self.adversarial:
-      self.discriminator = srresnet.SRGANDiscriminator(
-          features=m.sr.d_features, pool=m.sr.d_pool, dtype=dtype,
-          param_dtype=param_dtype)
       self.d_tx = trainers.make_optimizer(o, o.d_learning_rate)
     self.content = s.content_loss
+    self.content_weight = s.content_weight
     self.adversarial_weight = s.adversarial_weight
     self.vgg_scale = s.vgg_feature_scale
     self._vgg_params = None
@@ -172,8 +197,11 @@ class SRTask:
   def init(self, rng: jax.Array):
     """Fresh parameters and optimizer states."""
     g_rng, d_rng = jax.random.split(rng)
+    # The U-Net needs a side divisible by 2**num_downs.
+    g_size = (self.hr_crop or self.config.dataset.image_size
+              if self.paired_d else 16)
     g_vars = self.generator.init(
-        g_rng, jnp.zeros((1, 16, 16, self.channels)), train=False)
+        g_rng, jnp.zeros((1, g_size, g_size, self.channels)), train=False)
     g = dict(step=jnp.zeros((), jnp.int32), g_params=g_vars['params'],
              g_stats=g_vars['batch_stats'],
              g_opt=self.g_tx.init(g_vars['params']))
@@ -181,8 +209,9 @@ class SRTask:
       return SRState(**g)
     # The paper's flatten head: the dense layer's size depends on the crop.
     d_size = self.hr_crop or self.config.dataset.image_size
+    x = jnp.zeros((1, d_size, d_size, self.channels))
     d_vars = self.discriminator.init(
-        d_rng, jnp.zeros((1, d_size, d_size, self.channels)), train=False)
+        d_rng, *((x, x) if self.paired_d else (x,)), train=False)
     return GANState(**g, d_params=d_vars['params'],
                     d_stats=d_vars['batch_stats'],
                     d_opt=self.d_tx.init(d_vars['params']))
@@ -209,9 +238,11 @@ class SRTask:
 
   def content_loss(self, sr: jax.Array, hr: jax.Array,
                    consts: PyTree) -> jax.Array:
-    """MSE in pixels ([-1, 1]) or between rescaled VGG19 features."""
+    """MSE or L1 in pixels ([-1, 1]), or MSE of rescaled VGG19 features."""
     if self.content == 'mse':
       return jnp.mean(jnp.square(sr - hr))
+    if self.content == 'l1':
+      return jnp.mean(jnp.abs(sr - hr))
     apply = lambda x: self.vgg.apply(
         {'params': consts['vgg']}, vgg.to_vgg_input(x)).astype(jnp.float32)
     f_sr = apply(sr) * self.vgg_scale
@@ -232,31 +263,37 @@ class SRTask:
       The new state and this step's metrics.
     """
     consts = consts if consts is not None else self.consts()
-    lr_u8, hr_u8 = self.pairs(batch['image'], rng)
+    pair_rng, dropout_rng = jax.random.split(rng)
+    lr_u8, hr_u8 = self.pairs(batch['image'], pair_rng)
     lr, hr = normalize(lr_u8), normalize(hr_u8)
 
     def g_forward(g_params):
       sr, upd = self.generator.apply(
           {'params': g_params, 'batch_stats': state.g_stats}, lr, train=True,
-          mutable=['batch_stats'])
+          mutable=['batch_stats'], rngs={'dropout': dropout_rng})
       return sr, upd['batch_stats']
 
     if not self.adversarial:
       def loss_fn(g_params):
         sr, g_stats = g_forward(g_params)
-        return self.content_loss(sr, hr, consts), g_stats
+        content = self.content_loss(sr, hr, consts)
+        return self.content_weight * content, (g_stats, content)
 
-      (loss, g_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      (loss, (g_stats, content)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
           state.g_params)
       updates, g_opt = self.g_tx.update(grads, state.g_opt, state.g_params)
       new = SRState(step=state.step + 1,
                     g_params=optax.apply_updates(state.g_params, updates),
                     g_stats=g_stats, g_opt=g_opt)
       return new, SRMetrics.single_from_model_output(g_loss=loss,
-                                                     content_loss=loss)
+                                                     content_loss=content)
 
     sr, g_vjp, g_stats = jax.vjp(g_forward, state.g_params, has_aux=True)
-    apply_d = self.discriminator.apply
+    cond = (lr,) if self.paired_d else ()
+
+    def apply_d(variables, x, train, mutable):
+      return self.discriminator.apply(variables, *cond, x, train=train,
+                                      mutable=mutable)
 
     def d_loss_fn(d_params):
       real_logits, upd = apply_d(
@@ -278,7 +315,7 @@ class SRTask:
                             train=True, mutable=['batch_stats'])
       adv = losses.nonsaturating_g_loss(logits)
       content = self.content_loss(sr, hr, consts)
-      return (content + self.adversarial_weight * adv,
+      return (self.content_weight * content + self.adversarial_weight * adv,
               (upd['batch_stats'], content, adv))
 
     (g_loss, (d_stats, content, adv)), sr_grad = jax.value_and_grad(
