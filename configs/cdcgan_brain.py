@@ -23,4 +23,5 @@ def get_config():
   c.dataset.image_size = 64
   c.batch_size = 128
   c.num_train_steps = 10_000
+  c.gan.eval_split = 'test'  # SWD + MS-SSIM diversity every eval_every_steps.
   return c

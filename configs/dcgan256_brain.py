@@ -29,4 +29,5 @@ def get_config():
   config.model.d_kernels = (10, 4, 4, 4, 4)
   config.model.d_strides = (8, 2, 2, 2, 1)
   config.model.d_paddings = (1, 1, 1, 1, 0)
+  config.gan.eval_split = 'test'  # SWD + MS-SSIM diversity, eval_every_steps.
   return config

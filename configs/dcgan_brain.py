@@ -24,4 +24,5 @@ def get_config():
   config.dataset.name = 'mni_brain_phantom'
   config.dataset.image_size = 64
   config.model.name = 'dcgan'
+  config.gan.eval_split = 'test'  # SWD + MS-SSIM diversity, eval_every_steps.
   return config

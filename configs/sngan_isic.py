@@ -27,4 +27,5 @@ def get_config():
   c.optimizer.d_learning_rate = 2e-4
   c.optimizer.b1 = 0.5
   c.optimizer.b2 = 0.999
+  c.gan.eval_split = 'test'  # SWD + MS-SSIM diversity every eval_every_steps.
   return c

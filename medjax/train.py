@@ -300,6 +300,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     writer.write_scalars(step, {f'val/{k}': v for k, v in values.items()})
     logging.info('Validation at step %d: %s', step, ', '.join(
         f'{k}={v:.4f}' for k, v in sorted(values.items())))
+    if not task.best_metric:
+      return
     value = values[task.best_metric]
     if best is None or value > best['value']:
       if best_ckpt is None:

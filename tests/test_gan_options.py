@@ -173,3 +173,17 @@ def test_config_runs_two_steps_through_main(data_dir, tmp_path, name, flags):
   assert os.listdir(os.path.join(wd, 'checkpoints')) == ['2']
   assert json.load(open(os.path.join(wd, 'config.json')))['model']['name'] \
       == name.split('_')[0]
+
+
+def test_periodic_network_free_evaluation(data_dir, tmp_path, caplog):
+  caplog.set_level('INFO')
+  train.train_and_evaluate(tiny_config(data_dir, num_train_steps=2, **{
+      'gan.eval_split': 'test', 'eval_every_steps': 2,
+      'gan.eval_num_samples': 8}), str(tmp_path / 'run'))
+  line = [r.message for r in caplog.records
+          if r.message.startswith('Validation at step 2')]
+  assert line, caplog.text[-2000:]
+  for key in ('swd_x1e3=', 'ms_ssim_diversity=', 'ms_ssim_diversity_real='):
+    assert key in line[0]
+  assert 'nan' not in line[0]
+  assert not os.path.exists(tmp_path / 'run' / train.BEST_FILE)

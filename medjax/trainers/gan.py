@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from medjax import augment
@@ -159,9 +160,10 @@ class GANTask:
       raise ValueError(f'gan.d_steps must be >= 1, got {g.d_steps}')
     if not 0.0 <= g.ema_decay < 1.0:
       raise ValueError(f'gan.ema_decay must be in [0, 1), got {g.ema_decay}')
+    self.eval_split = g.eval_split or None
+    self.eval_num_samples = g.eval_num_samples
 
-  # No validation metric during training yet (see medjax.evaluate).
-  eval_split = None
+  # Generators have no "best" checkpoint: lower SWD is not better samples.
   best_metric = None
   visual_columns = None
 
@@ -313,6 +315,34 @@ class GANTask:
            else self.sample_labels(z.shape[0]),)
     return self.generator.apply({'params': g_params, 'batch_stats': g_stats},
                                 z, *y, train=False)
+
+  def evaluate(self, state: GANState, images) -> dict[str, float]:
+    """Network-free sample quality: SWD and MS-SSIM diversity.
+
+    Args:
+      state: the train state.
+      images: uint8 real images of `gan.eval_split`.
+
+    Returns:
+      {'swd_x1e3': SWD x 1e3 averaged over pyramid levels (lower = closer
+      to the real distribution), 'ms_ssim_diversity' of generated samples
+      and 'ms_ssim_diversity_real' of real images (lower = more diverse)}.
+    """
+    from medjax.metrics import diversity  # pylint: disable=g-import-not-at-top
+    from medjax.metrics import swd  # pylint: disable=g-import-not-at-top
+    n = min(self.eval_num_samples, len(images))
+    real = np.asarray(images[:n])
+    if not hasattr(self, '_eval_generate'):
+      self._eval_generate = jax.jit(lambda p, s, z: to_uint8(
+          self.generate(p, s, z)))
+    z = self.sample_latents(jax.random.key(0), n)  # Same latents each time.
+    fake = np.concatenate([np.asarray(self._eval_generate(
+        self.sampling_params(state), state.g_stats, z[i:i + 64]))
+                           for i in range(0, n, 64)])
+    div = diversity.ms_ssim_diversity(fake, real, num_pairs=min(500, n * 4))
+    return {'swd_x1e3': swd.sliced_wasserstein(real, fake).average,
+            'ms_ssim_diversity': div['generated'].mean,
+            'ms_ssim_diversity_real': div['real'].mean}
 
   def visual_inputs(self, rng: jax.Array, eval_images=None) -> jax.Array:
     """Fixed latents of the sample grid (labels cycle through classes)."""
