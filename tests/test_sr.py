@@ -310,16 +310,3 @@ def test_config_runs_two_steps_through_main(data_dir, tmp_path, name):
   assert os.path.isfile(os.path.join(wd, train.BEST_FILE))
   assert os.listdir(os.path.join(wd, 'checkpoints')) == ['2']
 
-
-def test_bench_times_the_srgan_step(tmp_path):
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location(
-      'bench_train_step', os.path.join(REPO, 'bench', 'train_step.py'))
-  bench = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(bench)
-  config = sr_config(str(tmp_path), **{
-      'model.name': 'srgan', 'sr.content_loss': 'vgg',
-      'dataset.image_size': 16})
-  row = bench.measure(config, batch_size=2, steps=1, warmup=0)
-  assert row['model'] == 'srgan' and row['images_per_s'] > 0
-  assert row['gflop_per_image'] > 0

@@ -1,0 +1,110 @@
+r"""Times metric networks and image metrics on device.
+
+  python bench/metrics.py --inception_batch=256 --dtypes float32 bfloat16
+
+Cases (random weights: the speed does not depend on their values):
+  * inception_fid: pytorch-fid InceptionV3 pool features of 299x299 RGB
+    images (the PyTorch reference's `inception_fid` case feeds 299x299 too),
+    one jitted forward per batch, in each compute dtype;
+  * ssim: SSIM (dm-pix, skimage-equal settings) of 256x256 grayscale pairs;
+  * lpips_alex / lpips_vgg: LPIPS distances of 64x64 RGB pairs.
+Prints one JSON line per measurement and a table; imports nothing that needs
+TensorFlow. Record results with the device and date in docs/benchmarks.md.
+"""
+
+import argparse
+import datetime
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from medjax.metrics import features
+from medjax.metrics import image as image_metrics
+from medjax.metrics import lpips
+from medjax.models import inception
+
+
+def _time(fn, args, iters: int, warmup: int) -> tuple[float, float]:
+  """(compile seconds, seconds per call) of a jitted fn."""
+  t = time.perf_counter()
+  compiled = jax.jit(fn).lower(*args).compile()
+  compile_s = time.perf_counter() - t
+  for _ in range(warmup):
+    jax.block_until_ready(compiled(*args))
+  t = time.perf_counter()
+  for _ in range(iters):
+    out = compiled(*args)
+  jax.block_until_ready(out)
+  return compile_s, (time.perf_counter() - t) / iters
+
+
+def _row(case, batch, dtype, compile_s, step_s, **extra):
+  return {'bench': 'metrics', 'case': case, 'batch': batch, 'dtype': dtype,
+          'images_per_s': batch / step_s, 'step_ms': 1e3 * step_s,
+          'compile_s': compile_s, 'device': jax.devices()[0].device_kind,
+          'backend': jax.default_backend(), 'jax': jax.__version__,
+          'date': datetime.date.today().isoformat(), **extra}
+
+
+def bench_inception(batch: int, dtype: str, iters: int, warmup: int) -> dict:
+  params = features.random_inception_params(0)
+  model = inception.FIDInceptionV3(dtype=jnp.dtype(dtype))
+  x = jnp.asarray(np.random.default_rng(0).uniform(
+      -1, 1, (batch, 299, 299, 3)).astype(np.float32))
+  fn = lambda p, x: model.apply({'params': p}, x)
+  compile_s, step_s = _time(fn, (params, x), iters, warmup)
+  return _row('inception_fid', batch, dtype, compile_s, step_s)
+
+
+def bench_ssim(batch: int, iters: int, warmup: int) -> dict:
+  rng = np.random.default_rng(0)
+  a = jnp.asarray(rng.integers(0, 256, (batch, 256, 256, 1), np.uint8))
+  b = jnp.asarray(rng.integers(0, 256, (batch, 256, 256, 1), np.uint8))
+  compile_s, step_s = _time(image_metrics.ssim, (a, b), iters, warmup)
+  return _row('ssim_256', batch, 'float32', compile_s, step_s)
+
+
+def bench_lpips(net: str, batch: int, iters: int, warmup: int) -> dict:
+  metric = lpips.LPIPS.random_weights(net, 0)
+  rng = np.random.default_rng(0)
+  a = jnp.asarray(rng.uniform(-1, 1, (batch, 64, 64, 3)).astype(np.float32))
+  b = jnp.asarray(rng.uniform(-1, 1, (batch, 64, 64, 3)).astype(np.float32))
+  compile_s, step_s = _time(lambda a, b: metric(a, b), (a, b), iters, warmup)
+  return _row(f'lpips_{net}_64', batch, 'float32', compile_s, step_s)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--inception_batch', type=int, default=256)
+  parser.add_argument('--dtypes', nargs='+', default=['float32', 'bfloat16'])
+  parser.add_argument('--batch', type=int, default=64,
+                      help='batch of the SSIM and LPIPS cases')
+  parser.add_argument('--cases', nargs='+',
+                      default=['inception_fid', 'ssim', 'lpips'])
+  parser.add_argument('--iters', type=int, default=10)
+  parser.add_argument('--warmup', type=int, default=2)
+  args = parser.parse_args()
+  rows = []
+  if 'inception_fid' in args.cases:
+    rows += [bench_inception(args.inception_batch, d, args.iters, args.warmup)
+             for d in args.dtypes]
+  if 'ssim' in args.cases:
+    rows.append(bench_ssim(args.batch, args.iters, args.warmup))
+  if 'lpips' in args.cases:
+    rows += [bench_lpips(n, args.batch, args.iters, args.warmup)
+             for n in ('alex', 'vgg')]
+  for r in rows:
+    print(json.dumps(r), flush=True)
+  print('\n| case | batch | dtype | img/s | step ms | compile s | device |\n'
+        '|---|---|---|---|---|---|---|')
+  for r in rows:
+    print(f"| {r['case']} | {r['batch']} | {r['dtype']} | "
+          f"{r['images_per_s']:.1f} | {r['step_ms']:.1f} | "
+          f"{r['compile_s']:.1f} | {r['device']} |")
+
+
+if __name__ == '__main__':
+  main()
