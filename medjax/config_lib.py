@@ -24,7 +24,8 @@ RUN_CONTROL_KEYS = frozenset({
 })
 
 # model.name -> task kind (medjax.trainers.get_task).
-MODEL_NAMES = ('dcgan', 'sngan', 'cdcgan', 'srresnet', 'srgan', 'pix2pix')
+MODEL_NAMES = ('dcgan', 'sngan', 'cdcgan', 'stargan', 'srresnet', 'srgan',
+               'pix2pix')
 GAN_MODELS = ('dcgan', 'sngan', 'cdcgan')
 SR_MODELS = ('srresnet', 'srgan', 'pix2pix')  # Restoration tasks.
 OPTIMIZERS = ('adam', 'sgd')
@@ -143,6 +144,13 @@ def base_config() -> ml_collections.ConfigDict:
       best_metric='psnr',  # 'psnr' or 'ssim': which checkpoint is kept best.
       eval_batch_size=16,
   ))
+
+  # StarGAN (Choi et al. 2018; medjax.trainers.stargan): domains are the
+  # dataset's classes (model.num_classes); gan.gp_weight and gan.d_steps
+  # (n_critic) apply.
+  c.stargan = ml_collections.ConfigDict(dict(
+      g_conv_dim=64, g_repeat_num=6, d_conv_dim=64, d_repeat_num=6,
+      lambda_cls=1.0, lambda_rec=10.0))
 
   # Options of every GAN (medjax.trainers.gan; docs/training_options.md).
   c.gan = ml_collections.ConfigDict(dict(

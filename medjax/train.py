@@ -233,11 +233,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   iterator = pipeline.make_iterator(
       data, config.batch_size, config.seed, jax.process_index(),
       jax.process_count())
+  # Validation images; tasks without validation may still want fixed images
+  # for their panels (`visual_split`).
   eval_images = None
-  if task.eval_split:
-    eval_images = load_images(config, task.eval_split)
-    logging.info('Validation: %s/%s, %d images.', config.dataset.name,
-                 task.eval_split, len(eval_images))
+  split = task.eval_split or getattr(task, 'visual_split', None)
+  if split:
+    eval_images = load_images(config, split)
+    logging.info('%s: %s/%s, %d images.',
+                 'Validation' if task.eval_split else 'Panel images',
+                 config.dataset.name, split, len(eval_images))
 
   init_rng, step_root, sample_rng = jax.random.split(
       jax.random.key(config.seed), 3)
@@ -341,8 +345,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       train_metrics = None
     if step % config.sample_every_steps == 0:
       write_visuals(step)
-    if eval_images is not None and (step % config.eval_every_steps == 0
-                                    or last):
+    if task.eval_split and (step % config.eval_every_steps == 0 or last):
       validate(step)
     if step % config.checkpoint_every_steps == 0 or last:
       ckpt.save(step, state, iterator)

@@ -35,6 +35,9 @@ def get_task(config: ml_collections.ConfigDict, inference: bool = False):
   if config.model.name in config_lib.GAN_MODELS:
     from medjax.trainers import gan  # pylint: disable=g-import-not-at-top
     return gan.GANTask(config)
+  if config.model.name == 'stargan':
+    from medjax.trainers import stargan  # pylint: disable=g-import-not-at-top
+    return stargan.StarGANTask(config)
   if config.model.name in config_lib.SR_MODELS:
     from medjax.trainers import sr  # pylint: disable=g-import-not-at-top
     return sr.SRTask(config, inference=inference)

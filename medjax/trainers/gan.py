@@ -55,7 +55,7 @@ class GANState:
 
 
 @flax.struct.dataclass
-class _GLoss(metrics.Average):
+class GLossAverage(metrics.Average):
   """Mean G loss over the calls that updated G (gan.d_steps > 1 skips some)."""
 
   @classmethod
@@ -67,7 +67,7 @@ class _GLoss(metrics.Average):
 @flax.struct.dataclass
 class TrainMetrics(metrics.Collection):
   d_loss: metrics.Average.from_output('d_loss')
-  g_loss: _GLoss
+  g_loss: GLossAverage
   d_real: metrics.Average.from_output('d_real')  # Mean D(x).
   d_fake: metrics.Average.from_output('d_fake')  # Mean D(G(z)) before D step.
 
