@@ -11,21 +11,13 @@ Run:
   python -m medjax.main --config=configs/sngan_isic.py --workdir=runs/sngan_isic
 """
 
+import os
+
 from medjax import config_lib
 
 
 def get_config():
-  c = config_lib.base_config()
-  c.model.name = 'sngan'
-  c.dataset.name = 'mni_brain_phantom'
-  c.dataset.image_size = 128
+  c = config_lib.load_config_file(
+      os.path.join(os.path.dirname(os.path.abspath(__file__)), 'sngan_ct.py'))
   c.dataset.channels = 3
-  c.batch_size = 64
-  c.num_train_steps = 20_000
-  c.gan.loss = 'nonsaturating'
-  c.optimizer.g_learning_rate = 2e-4
-  c.optimizer.d_learning_rate = 2e-4
-  c.optimizer.b1 = 0.5
-  c.optimizer.b2 = 0.999
-  c.gan.eval_split = 'test'  # SWD + MS-SSIM diversity every eval_every_steps.
   return c

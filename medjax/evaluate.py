@@ -179,13 +179,13 @@ def format_table(report: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def write_report(report: dict, out: str) -> None:
-  """Writes `metrics.json` and `metrics.md` into `out`."""
+def write_report(report: dict, out: str, table=format_table) -> None:
+  """Writes `metrics.json` and `metrics.md` (by `table(report)`) into `out`."""
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, 'metrics.json'), 'w') as f:
     json.dump(report, f, indent=2)
   with open(os.path.join(out, 'metrics.md'), 'w') as f:
-    f.write(format_table(report))
+    f.write(table(report))
 
 
 def _define_flags():
@@ -228,7 +228,7 @@ def _evaluate_gans(f) -> None:
         metrics=tuple(f.metrics) if f.metrics else None,
         inception_weights=f.inception_weights, seed=f.seed,
         num_bootstrap=f.num_bootstrap, audit=f.audit, out_dir=out, step=step)
-    generative.write_report(report, out)
+    write_report(report, out, generative.format_table)
     print(generative.format_table(report))
 
 

@@ -28,7 +28,6 @@ are re-weighted by the images' resampling counts (no duplicate pairs).
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import time
 
@@ -358,11 +357,3 @@ def format_table(report: dict) -> str:
       lines.append(f"Closest pairs (generated | train): {a['grid']}")
   return '\n'.join(lines) + '\n'
 
-
-def write_report(report: dict, out: str) -> None:
-  """Writes `metrics.json` and `metrics.md` into `out`."""
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, 'metrics.json'), 'w') as f:
-    json.dump(report, f, indent=2)
-  with open(os.path.join(out, 'metrics.md'), 'w') as f:
-    f.write(format_table(report))
