@@ -165,6 +165,9 @@ def base_config() -> ml_collections.ConfigDict:
       # images, and MS-SSIM diversity of both. '' = off.
       eval_split='',
       eval_num_samples=256,
+      # With pytorch-fid's Inception (python -m medjax.weights convert
+      # --kind=inception_fid ...): FID and KID too, every evaluation.
+      eval_inception_weights='',
   ))
 
   c.optimizer = ml_collections.ConfigDict()

@@ -231,3 +231,27 @@ def test_stargan_config_runs_two_steps_through_main(data_dir, tmp_path):
   assert os.path.isfile(os.path.join(wd, 'samples',
                                      'domains_step_0000002.png'))
   assert os.listdir(os.path.join(wd, 'checkpoints')) == ['2']
+
+
+def test_periodic_fid_and_kid_with_inception_weights(data_dir, tmp_path,
+                                                     caplog):
+  from medjax import weights  # pylint: disable=g-import-not-at-top
+  from tests.test_inception import _fake_state_dict  # pylint: disable=g-import-not-at-top
+  from tests.torchfiles import save_state_dict  # pylint: disable=g-import-not-at-top
+  with pytest.raises(FileNotFoundError,
+                     match='pt_inception-2015-12-05-6726825d.pth'):
+    gan.GANTask(tiny_config(data_dir, **{
+        'gan.eval_inception_weights': str(tmp_path / 'none')}))
+  src = str(tmp_path / 'pt_inception_fake.pth')
+  save_state_dict(_fake_state_dict(), src)
+  weights.convert('inception_fid', src, str(tmp_path / 'inception'))
+  caplog.set_level('INFO')
+  train.train_and_evaluate(tiny_config(data_dir, num_train_steps=1, **{
+      'gan.eval_split': 'test', 'eval_every_steps': 1,
+      'gan.eval_num_samples': 4,
+      'gan.eval_inception_weights': str(tmp_path / 'inception')}),
+                           str(tmp_path / 'run'))
+  line = [r.message for r in caplog.records
+          if r.message.startswith('Validation at step 1')]
+  assert line and 'fid=' in line[0] and 'kid=' in line[0], caplog.text[-2000:]
+  assert 'nan' not in line[0]

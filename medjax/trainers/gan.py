@@ -162,6 +162,12 @@ class GANTask:
       raise ValueError(f'gan.ema_decay must be in [0, 1), got {g.ema_decay}')
     self.eval_split = g.eval_split or None
     self.eval_num_samples = g.eval_num_samples
+    self._inception = None
+    if g.eval_inception_weights:
+      from medjax.metrics import features  # pylint: disable=g-import-not-at-top
+      # Loaded now: a wrong path fails at set-up with the file to get.
+      self._inception = features.InceptionExtractor(g.eval_inception_weights)
+    self._real_features = None
 
   # Generators have no "best" checkpoint: lower SWD is not better samples.
   best_metric = None
@@ -326,7 +332,11 @@ class GANTask:
     Returns:
       {'swd_x1e3': SWD x 1e3 averaged over pyramid levels (lower = closer
       to the real distribution), 'ms_ssim_diversity' of generated samples
-      and 'ms_ssim_diversity_real' of real images (lower = more diverse)}.
+      and 'ms_ssim_diversity_real' of real images (lower = more diverse)};
+      with `gan.eval_inception_weights` also 'fid' and 'kid' (clean-fid's
+      mean over subsets) on pytorch-fid's features. With few samples they are
+      biased upwards: compare runs at equal `gan.eval_num_samples`, and use
+      `medjax.evaluate` (cards, CIs) for reported numbers.
     """
     from medjax.metrics import diversity  # pylint: disable=g-import-not-at-top
     from medjax.metrics import swd  # pylint: disable=g-import-not-at-top
@@ -340,9 +350,18 @@ class GANTask:
         self.sampling_params(state), state.g_stats, z[i:i + 64]))
                            for i in range(0, n, 64)])
     div = diversity.ms_ssim_diversity(fake, real, num_pairs=min(500, n * 4))
-    return {'swd_x1e3': swd.sliced_wasserstein(real, fake).average,
-            'ms_ssim_diversity': div['generated'].mean,
-            'ms_ssim_diversity_real': div['real'].mean}
+    out = {'swd_x1e3': swd.sliced_wasserstein(real, fake).average,
+           'ms_ssim_diversity': div['generated'].mean,
+           'ms_ssim_diversity_real': div['real'].mean}
+    if self._inception is not None:
+      from medjax.metrics import distribution  # pylint: disable=g-import-not-at-top
+      if self._real_features is None:  # The real images never change.
+        self._real_features = self._inception(real)
+      fake_features = self._inception(fake)
+      out['fid'] = distribution.fid_from_features(self._real_features,
+                                                  fake_features)
+      out['kid'] = distribution.kid(self._real_features, fake_features)[0]
+    return out
 
   def visual_inputs(self, rng: jax.Array, eval_images=None) -> jax.Array:
     """Fixed latents of the sample grid (labels cycle through classes)."""
