@@ -18,6 +18,7 @@ Run (after configs/srresnet_brain.py):
 """
 
 import math
+import os
 
 from medjax import config_lib
 
@@ -26,28 +27,18 @@ TRAIN_IMAGES = 2000  # dataset.phantom.num_train
 
 
 def get_config():
-  c = config_lib.base_config()
+  # Data, crops, degradation, generator and Adam settings of the SRResNet run.
+  c = config_lib.load_config_file(os.path.join(
+      os.path.dirname(os.path.abspath(__file__)), 'srresnet_brain.py'))
   c.model.name = 'srgan'
-  c.model.sr.scale = 4
-  c.dataset.name = 'mni_brain_phantom'
-  c.dataset.image_size = 256
-  c.dataset.phantom.image_size = 256
-  c.batch_size = 16
   c.num_train_steps = EPOCHS * math.ceil(TRAIN_IMAGES / c.batch_size)
-  c.sr.lr_degradation = 'x4_bicubic'
-  c.sr.hr_crop = 96
   c.sr.init_from = 'runs/srresnet_brain'
   c.sr.content_loss = 'vgg'
   c.sr.vgg_layer = 'conv5_4'
   c.sr.vgg_after_relu = True
   c.sr.vgg_weights = 'weights/vgg19'
   c.sr.adversarial_weight = 1e-3
-  c.sr.crop_border = 4
-  c.optimizer.name = 'adam'
-  c.optimizer.g_learning_rate = 1e-4
   c.optimizer.d_learning_rate = 1e-4
-  c.optimizer.b1 = 0.9
-  c.log_every_steps = 100
   c.eval_every_steps = 500
   c.sample_every_steps = 500
   c.checkpoint_every_steps = 500
