@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from medjax.models import conv
+from medjax.models import vgg
 
 Dtype = Any
 
@@ -62,13 +63,7 @@ EPS = 1e-10
 
 def vgg16_torch_indices() -> dict[str, int]:
   """'conv1_1' ... 'conv5_3' -> index of the conv in `vgg16().features`."""
-  out, idx = {}, 0
-  for b, n in _VGG16_BLOCKS:
-    for i in range(1, n + 1):
-      out[f'conv{b}_{i}'] = idx
-      idx += 2  # conv, relu
-    idx += 1  # max-pool
-  return out
+  return vgg.torch_indices(_VGG16_BLOCKS)
 
 
 def alexnet_torch_indices() -> dict[str, int]:

@@ -45,10 +45,14 @@ def layer_names() -> list[str]:
   return [f'conv{b}_{i}' for b, n in _BLOCKS for i in range(1, n + 1)]
 
 
-def torch_indices() -> dict[str, int]:
-  """Layer name -> index of the conv in torchvision's `vgg19().features`."""
+def torch_indices(blocks=_BLOCKS) -> dict[str, int]:
+  """Layer name -> index of the conv in torchvision's `vgg*().features`.
+
+  Args:
+    blocks: (block, convolutions in block) pairs; VGG19's by default.
+  """
   out, idx = {}, 0
-  for b, n in _BLOCKS:
+  for b, n in blocks:
     for i in range(1, n + 1):
       out[f'conv{b}_{i}'] = idx
       idx += 2  # conv, relu
