@@ -23,6 +23,7 @@ def get_config():
   c.dataset.image_size = 128
   c.batch_size = 16
   c.num_train_steps = 200_000
+  c.gan.loss = 'wgan'
   c.gan.gp_weight = 10.0
   c.gan.d_steps = 5
   c.optimizer.g_learning_rate = 1e-4

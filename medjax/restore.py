@@ -34,6 +34,7 @@ import numpy as np
 from medjax import train
 from medjax.data import pipeline
 from medjax.data.builders import arrays
+from medjax.trainers import adversarial
 from medjax.trainers import sr as sr_lib
 
 
@@ -98,7 +99,8 @@ def _sharded(task, state):
   mesh = Mesh(devices, ('data',))
   data = NamedSharding(mesh, P('data'))
   rep = NamedSharding(mesh, P())
-  params = jax.device_put((state.g_params, state.g_stats), rep)
+  params = jax.device_put(
+      (adversarial.sampling_params(state), state.g_stats), rep)
   apply = jax.jit(lambda p, x: task.restore(p[0], p[1], x),
                   in_shardings=(rep, data), out_shardings=data)
 

@@ -192,7 +192,7 @@ def test_periodic_network_free_evaluation(data_dir, tmp_path, caplog):
 _STARGAN = {'model.name': 'stargan', 'model.num_classes': 4,
             'stargan.g_conv_dim': 4, 'stargan.g_repeat_num': 1,
             'stargan.d_conv_dim': 4, 'stargan.d_repeat_num': 2,
-            'gan.gp_weight': 10.0, 'gan.d_steps': 2}
+            'gan.loss': 'wgan', 'gan.gp_weight': 10.0, 'gan.d_steps': 2}
 
 
 def test_stargan_step(tmp_path):
@@ -231,6 +231,10 @@ def test_stargan_config_runs_two_steps_through_main(data_dir, tmp_path):
   assert os.path.isfile(os.path.join(wd, 'samples',
                                      'domains_step_0000002.png'))
   assert os.listdir(os.path.join(wd, 'checkpoints')) == ['2']
+  # The state (empty BatchNorm collections, no EMA) restores.
+  _, _, state, step = train.restore_run(wd)
+  assert step == 2 and state.g_stats == {} and state.d_stats == {}
+  assert state.g_ema is None and int(state.step) == 2
 
 
 def test_periodic_fid_and_kid_with_inception_weights(data_dir, tmp_path,

@@ -1,75 +1,28 @@
-"""The adversarial task: state, init, the pure train step, and sampling.
+"""Unconditional and class-conditional GANs: DCGAN, SNGAN, conditional DCGAN.
 
-One generic step for every unconditional or class-conditional GAN (DCGAN,
-SNGAN, conditional DCGAN), parameterised by the models and `config.gan`:
-
-* per call, one D update; G is updated on every `gan.d_steps`-th call (1: one
-  D step then one G step, as Radford et al. and the PyTorch DCGAN example);
-* G runs once in train mode; D sees the real and the (stopped) fake batch in
-  two passes, is updated, and the G gradient flows through the *updated* D
-  into G by the saved VJP of that same G forward (no second G pass);
-* adversarial loss `gan.loss` (nonsaturating, hinge, lsgan, wgan), optional
-  WGAN-GP (`gan.gp_weight`) and R1 (`gan.r1_gamma`) penalties on D,
-  DiffAugment (`gan.diffaugment`) of real and fake before every D pass (D and
-  G steps), and an EMA of G's weights (`gan.ema_decay`) used for samples and
-  evaluation. G and D learning rates are separate (TTUR: set them apart).
-
-See docs/training_options.md for the formulas and defaults.
+Builds the models of `config.model` and trains them with the generic
+adversarial update of `medjax.trainers.adversarial` (one D update, a G update
+every `gan.d_steps`-th call, `gan.loss`, WGAN-GP/R1, DiffAugment, G EMA). G
+is fed N(0, 1) latents (and, conditional, the batch's labels); D sees the
+same labels. See docs/training_options.md for the options.
 """
 
 
 from typing import Any
 
-from clu import metrics
-import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
-from medjax import augment
-from medjax import ema
-from medjax import losses
 from medjax import trainers
 from medjax.models import cdcgan
 from medjax.models import dcgan
 from medjax.models import sngan
+from medjax.trainers import adversarial
+from medjax.trainers.adversarial import GANState  # pylint: disable=unused-import
 
 PyTree = Any
-
-
-@flax.struct.dataclass
-class GANState:
-  """Everything that changes during training; a pure pytree of arrays."""
-  step: jax.Array
-  g_params: PyTree
-  g_stats: PyTree
-  g_opt: PyTree
-  d_params: PyTree
-  d_stats: PyTree
-  d_opt: PyTree
-  # EMA of g_params (gan.ema_decay > 0), else None; used for sampling.
-  g_ema: PyTree = None
-
-
-@flax.struct.dataclass
-class GLossAverage(metrics.Average):
-  """Mean G loss over the calls that updated G (gan.d_steps > 1 skips some)."""
-
-  @classmethod
-  def from_model_output(cls, g_loss, g_updated, **_):
-    return super().from_model_output(jnp.reshape(g_loss, (1,)),
-                                     mask=jnp.reshape(g_updated, (1,)))
-
-
-@flax.struct.dataclass
-class TrainMetrics(metrics.Collection):
-  d_loss: metrics.Average.from_output('d_loss')
-  g_loss: GLossAverage
-  d_real: metrics.Average.from_output('d_real')  # Mean D(x).
-  d_fake: metrics.Average.from_output('d_fake')  # Mean D(G(z)) before D step.
 
 
 def normalize(images: jax.Array) -> jax.Array:
@@ -147,19 +100,14 @@ class GANTask:
     self.num_classes = m.num_classes if self.conditional else 0
     self.generator, self.discriminator = build_models(config)
     o = config.optimizer
-    self.g_tx = trainers.make_optimizer(o, o.g_learning_rate)
-    self.d_tx = trainers.make_optimizer(o, o.d_learning_rate)
+    self.adversarial = adversarial.Adversarial.from_config(
+        config, trainers.make_optimizer(o, o.g_learning_rate),
+        trainers.make_optimizer(o, o.d_learning_rate))
+    # d_loss, g_loss (over calls that updated G), d_real/d_fake: mean
+    # sigmoid of D on real and (before the D step) fake, gp/r1 when on.
+    self.metrics = self.adversarial.metrics()
     self.num_visual_images = config.num_sample_images
     g = config.gan
-    self.d_loss_fn, self.g_loss_fn = losses.get_adversarial(g.loss)
-    augment.parse_policy(g.diffaugment)  # Fails early on a typo.
-    self.diffaugment = g.diffaugment
-    self.gp_weight, self.r1_gamma = g.gp_weight, g.r1_gamma
-    self.ema_decay, self.d_steps = g.ema_decay, g.d_steps
-    if g.d_steps < 1:
-      raise ValueError(f'gan.d_steps must be >= 1, got {g.d_steps}')
-    if not 0.0 <= g.ema_decay < 1.0:
-      raise ValueError(f'gan.ema_decay must be in [0, 1), got {g.ema_decay}')
     self.eval_split = g.eval_split or None
     self.eval_num_samples = g.eval_num_samples
     self._inception = None
@@ -190,15 +138,9 @@ class GANTask:
     z = jnp.zeros((1, self.latent_dim), jnp.float32)
     x = jnp.zeros((1,) + self.image_shape, jnp.float32)
     y = (jnp.zeros((1,), jnp.int32),) if self.conditional else ()
-    g_vars = self.generator.init(g_rng, z, *y, train=False)
-    d_vars = self.discriminator.init(d_rng, x, *y, train=False)
-    return GANState(
-        step=jnp.zeros((), jnp.int32),
-        g_params=g_vars['params'], g_stats=g_vars.get('batch_stats', {}),
-        g_opt=self.g_tx.init(g_vars['params']),
-        d_params=d_vars['params'], d_stats=d_vars.get('batch_stats', {}),
-        d_opt=self.d_tx.init(d_vars['params']),
-        g_ema=g_vars['params'] if self.ema_decay else None)
+    return self.adversarial.init_state(
+        self.generator.init(g_rng, z, *y, train=False),
+        self.discriminator.init(d_rng, x, *y, train=False))
 
   def sample_latents(self, rng: jax.Array, num: int) -> jax.Array:
     return jax.random.normal(rng, (num, self.latent_dim), jnp.float32)
@@ -207,14 +149,9 @@ class GANTask:
     """Class-balanced labels 0, 1, ..., K-1, 0, 1, ... (conditional only)."""
     return jnp.arange(num, dtype=jnp.int32) % max(self.num_classes, 1)
 
-  def _augment(self, images: jax.Array, rng: jax.Array) -> jax.Array:
-    if not self.diffaugment:
-      return images
-    return augment.diff_augment(images, rng, self.diffaugment)
-
   def train_step(self, state: GANState, batch: dict[str, jax.Array],
                  rng: jax.Array, consts: PyTree = None
-                 ) -> tuple[GANState, TrainMetrics]:
+                 ) -> tuple[GANState, Any]:
     """One D update, then a G update on every `gan.d_steps`-th call.
 
     Args:
@@ -224,15 +161,14 @@ class GANTask:
       consts: unused.
 
     Returns:
-      The new state and this step's `TrainMetrics` (g_loss averages the
+      The new state and this step's `self.metrics` (g_loss averages the
       calls that updated G).
     """
     del consts
     real = normalize(batch['image'])
-    z_rng, aug_rng, gp_rng = jax.random.split(rng, 3)
+    z_rng, rng = jax.random.split(rng)
     z = self.sample_latents(z_rng, real.shape[0])
     y = (batch['label'].astype(jnp.int32),) if self.conditional else ()
-    apply_d = self.discriminator.apply
 
     def g_forward(g_params):
       fake, upd = self.generator.apply(
@@ -240,76 +176,20 @@ class GANTask:
           train=True, mutable=['batch_stats'])
       return fake, upd['batch_stats']
 
-    fake, g_vjp, g_stats = jax.vjp(g_forward, state.g_params, has_aux=True)
-    k_real, k_fake, k_g = jax.random.split(aug_rng, 3)
+    def d_apply(d_params, d_stats, x, paired):
+      del paired
+      logits, upd = self.discriminator.apply(
+          {'params': d_params, 'batch_stats': d_stats}, x, *y, train=True,
+          mutable=['batch_stats'])
+      return (logits, None), upd.get('batch_stats', {})
 
-    def d_apply(d_params, d_stats, x):
-      logits, upd = apply_d({'params': d_params, 'batch_stats': d_stats}, x,
-                            *y, train=True, mutable=['batch_stats'])
-      return logits, upd.get('batch_stats', {})
-
-    def d_loss_fn(d_params):
-      real_logits, d_stats = d_apply(d_params, state.d_stats,
-                                     self._augment(real, k_real))
-      fake_logits, d_stats = d_apply(
-          d_params, d_stats,
-          self._augment(jax.lax.stop_gradient(fake), k_fake))
-      loss = self.d_loss_fn(real_logits, fake_logits)
-      # Penalties see D in train mode; their batch-statistics updates are
-      # dropped (they are not part of the D pass the loss defines).
-      d_fn = lambda x: d_apply(d_params, d_stats, x)[0]
-      if self.gp_weight:
-        loss += losses.wgan_gp(d_fn, real, fake, gp_rng, self.gp_weight)
-      if self.r1_gamma:
-        loss += losses.r1_penalty(d_fn, real, self.r1_gamma)
-      return loss, (d_stats, real_logits, fake_logits)
-
-    (d_loss, (d_stats, real_logits, fake_logits)), d_grads = (
-        jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params))
-    d_updates, d_opt = self.d_tx.update(d_grads, state.d_opt, state.d_params)
-    d_params = optax.apply_updates(state.d_params, d_updates)
-
-    def g_update(_):
-      def g_loss_fn(fake):
-        logits, stats = d_apply(d_params, d_stats, self._augment(fake, k_g))
-        return self.g_loss_fn(logits), stats
-
-      (g_loss, new_d_stats), d_fake_grad = jax.value_and_grad(
-          g_loss_fn, has_aux=True)(fake)
-      (g_grads,) = g_vjp(d_fake_grad)
-      g_updates, g_opt = self.g_tx.update(g_grads, state.g_opt,
-                                          state.g_params)
-      g_params = optax.apply_updates(state.g_params, g_updates)
-      g_ema = state.g_ema
-      if self.ema_decay:
-        g_ema = ema.ema_update(state.g_ema, g_params, self.ema_decay)
-      return g_params, g_opt, g_ema, new_d_stats, g_loss
-
-    def no_g_update(_):
-      return (state.g_params, state.g_opt, state.g_ema, d_stats,
-              jnp.zeros((), jnp.float32))
-
-    g_updated = (state.step % self.d_steps) == (self.d_steps - 1)
-    if self.d_steps == 1:
-      g_params, g_opt, g_ema, d_stats, g_loss = g_update(None)
-    else:
-      # G steps every d_steps-th call (the critic gets d_steps updates per G
-      # update, each on a fresh batch, as WGAN-GP and StarGAN train).
-      g_params, g_opt, g_ema, d_stats, g_loss = jax.lax.cond(
-          g_updated, g_update, no_g_update, None)
-
-    new_state = GANState(
-        step=state.step + 1, g_params=g_params, g_stats=g_stats, g_opt=g_opt,
-        d_params=d_params, d_stats=d_stats, d_opt=d_opt, g_ema=g_ema)
-    step_metrics = TrainMetrics.single_from_model_output(
-        d_loss=d_loss, g_loss=g_loss, g_updated=g_updated,
-        d_real=nn.sigmoid(real_logits).mean(),
-        d_fake=nn.sigmoid(fake_logits).mean())
-    return new_state, step_metrics
+    new_state, outputs = self.adversarial.update(
+        state, real=real, g_forward=g_forward, d_apply=d_apply, rng=rng)
+    return new_state, self.metrics.single_from_model_output(**outputs)
 
   def sampling_params(self, state: GANState) -> PyTree:
     """G's weights used for samples: the EMA when enabled."""
-    return state.g_ema if state.g_ema is not None else state.g_params
+    return adversarial.sampling_params(state)
 
   def generate(self, g_params: PyTree, g_stats: PyTree, z: jax.Array,
                labels: jax.Array | None = None) -> jax.Array:

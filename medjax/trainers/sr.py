@@ -12,15 +12,17 @@ at initialisation's reach).
 * `srresnet`: G minimises the content loss, MSE in pixel space
   (`sr.content_loss='mse'`, the paper's SRResNet-MSE) or VGG19 feature space.
 * `srgan`: G minimises `sr.content_weight` x content loss +
-  `sr.adversarial_weight` x the non-saturating adversarial loss of the SRGAN
-  discriminator; D the BCE of real HR vs G's output. As in
-  `medjax.trainers.gan`, one D step then one G step per call, G's gradient
-  through the updated D via the VJP of G's one forward pass. G starts from
-  the SRResNet run named by `sr.init_from`.
+  `sr.adversarial_weight` x the adversarial loss of the SRGAN discriminator
+  (`gan.loss`, non-saturating BCE by default as in the paper); D the D side
+  of that loss on real HR vs G's output. The update is the generic one of
+  `medjax.trainers.adversarial`, so every `gan.*` option applies (WGAN-GP,
+  R1, DiffAugment of HR and output, G EMA used for validation and
+  restoration, `gan.d_steps`). G starts from the SRResNet run named by
+  `sr.init_from`.
 * `pix2pix` (Isola et al. 2017; scale 1): the same adversarial step with the
   U-Net generator (dropout in training) and the 70x70 PatchGAN, which sees
-  the (input, output) pair; content loss L1 with weight 100, adversarial
-  weight 1. At inference the U-Net runs in eval mode (running BatchNorm
+  the (input, output) pair (DiffAugment transforms both alike); content
+  loss L1 with weight 100, adversarial weight 1. At inference the U-Net runs in eval mode (running BatchNorm
   statistics, no dropout), so a restored dataset is deterministic; the paper
   instead keeps dropout and batch statistics at test time.
 
@@ -46,7 +48,6 @@ import ml_collections
 import numpy as np
 import optax
 
-from medjax import losses
 from medjax import trainers
 from medjax import weights
 from medjax.data import degradations
@@ -54,7 +55,8 @@ from medjax.metrics import image as image_metrics
 from medjax.models import pix2pix
 from medjax.models import srresnet
 from medjax.models import vgg
-from medjax.trainers.gan import GANState, normalize, to_uint8
+from medjax.trainers import adversarial
+from medjax.trainers.gan import normalize, to_uint8
 
 PyTree = Any
 RANDOM_VGG = 'random_vgg'
@@ -73,16 +75,6 @@ class SRState:
 class SRMetrics(metrics.Collection):
   g_loss: metrics.Average.from_output('g_loss')
   content_loss: metrics.Average.from_output('content_loss')
-
-
-@flax.struct.dataclass
-class SRGANMetrics(metrics.Collection):
-  g_loss: metrics.Average.from_output('g_loss')
-  content_loss: metrics.Average.from_output('content_loss')
-  adversarial_loss: metrics.Average.from_output('adversarial_loss')
-  d_loss: metrics.Average.from_output('d_loss')
-  d_real: metrics.Average.from_output('d_real')
-  d_fake: metrics.Average.from_output('d_fake')
 
 
 def random_crops(images: jax.Array, size: int, rng: jax.Array) -> jax.Array:
@@ -160,10 +152,13 @@ class SRTask:
     o = config.optimizer
     self.g_tx = trainers.make_optimizer(o, o.g_learning_rate)
     if self.adversarial:
-      self.d_tx = trainers.make_optimizer(o, o.d_learning_rate)
+      self.adv = adversarial.Adversarial.from_config(
+          config, self.g_tx, trainers.make_optimizer(o, o.d_learning_rate),
+          adversarial_weight=s.adversarial_weight)
+      self.adv_metrics = self.adv.metrics(
+          g_side=('content_loss', 'adversarial_loss'))
     self.content = s.content_loss
     self.content_weight = s.content_weight
-    self.adversarial_weight = s.adversarial_weight
     self.vgg_scale = s.vgg_feature_scale
     self._vgg_params = None
     if self.content == 'vgg' and not inference:
@@ -202,26 +197,25 @@ class SRTask:
               if self.paired_d else 16)
     g_vars = self.generator.init(
         g_rng, jnp.zeros((1, g_size, g_size, self.channels)), train=False)
-    g = dict(step=jnp.zeros((), jnp.int32), g_params=g_vars['params'],
-             g_stats=g_vars['batch_stats'],
-             g_opt=self.g_tx.init(g_vars['params']))
     if not self.adversarial:
-      return SRState(**g)
+      return SRState(step=jnp.zeros((), jnp.int32),
+                     g_params=g_vars['params'], g_stats=g_vars['batch_stats'],
+                     g_opt=self.g_tx.init(g_vars['params']))
     # The paper's flatten head: the dense layer's size depends on the crop.
     d_size = self.hr_crop or self.config.dataset.image_size
     x = jnp.zeros((1, d_size, d_size, self.channels))
     d_vars = self.discriminator.init(
         d_rng, *((x, x) if self.paired_d else (x,)), train=False)
-    return GANState(**g, d_params=d_vars['params'],
-                    d_stats=d_vars['batch_stats'],
-                    d_opt=self.d_tx.init(d_vars['params']))
+    return self.adv.init_state(g_vars, d_vars)
 
   def with_generator(self, state, g_params: PyTree, g_stats: PyTree):
     """`state` with G's weights replaced (SRGAN started from SRResNet).
 
-    The optimizer state is re-initialised: Adam moments of another loss
-    would only mislead the first steps.
+    The optimizer state (and a G EMA) is re-initialised: Adam moments of
+    another loss would only mislead the first steps.
     """
+    if self.adversarial:
+      return self.adv.with_generator(state, g_params, g_stats)
     return state.replace(g_params=g_params, g_stats=g_stats,
                          g_opt=self.g_tx.init(g_params))
 
@@ -264,6 +258,9 @@ class SRTask:
     """
     consts = consts if consts is not None else self.consts()
     pair_rng, dropout_rng = jax.random.split(rng)
+    # Derived, not split: pairs and dropout keep the key streams SRResNet
+    # runs had before the adversarial step was shared.
+    adv_rng = jax.random.fold_in(rng, 1)
     lr_u8, hr_u8 = self.pairs(batch['image'], pair_rng)
     lr, hr = normalize(lr_u8), normalize(hr_u8)
 
@@ -288,49 +285,22 @@ class SRTask:
       return new, SRMetrics.single_from_model_output(g_loss=loss,
                                                      content_loss=content)
 
-    sr, g_vjp, g_stats = jax.vjp(g_forward, state.g_params, has_aux=True)
-    cond = (lr,) if self.paired_d else ()
-
-    def apply_d(variables, x, train, mutable):
-      return self.discriminator.apply(variables, *cond, x, train=train,
-                                      mutable=mutable)
-
-    def d_loss_fn(d_params):
-      real_logits, upd = apply_d(
-          {'params': d_params, 'batch_stats': state.d_stats}, hr, train=True,
+    def d_apply(d_params, d_stats, x, paired):
+      logits, upd = self.discriminator.apply(
+          {'params': d_params, 'batch_stats': d_stats},
+          *((paired,) if self.paired_d else ()), x, train=True,
           mutable=['batch_stats'])
-      fake_logits, upd = apply_d(
-          {'params': d_params, 'batch_stats': upd['batch_stats']},
-          jax.lax.stop_gradient(sr), train=True, mutable=['batch_stats'])
-      loss = losses.nonsaturating_d_loss(real_logits, fake_logits)
-      return loss, (upd['batch_stats'], real_logits, fake_logits)
+      return (logits, None), upd['batch_stats']
 
-    (d_loss, (d_stats, real_logits, fake_logits)), d_grads = (
-        jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params))
-    d_updates, d_opt = self.d_tx.update(d_grads, state.d_opt, state.d_params)
-    d_params = optax.apply_updates(state.d_params, d_updates)
-
-    def g_loss_fn(sr):
-      logits, upd = apply_d({'params': d_params, 'batch_stats': d_stats}, sr,
-                            train=True, mutable=['batch_stats'])
-      adv = losses.nonsaturating_g_loss(logits)
+    def g_extra(sr, aux, g_params):
+      del aux, g_params
       content = self.content_loss(sr, hr, consts)
-      return (self.content_weight * content + self.adversarial_weight * adv,
-              (upd['batch_stats'], content, adv))
+      return self.content_weight * content, {'content_loss': content}
 
-    (g_loss, (d_stats, content, adv)), sr_grad = jax.value_and_grad(
-        g_loss_fn, has_aux=True)(sr)
-    (g_grads,) = g_vjp(sr_grad)
-    g_updates, g_opt = self.g_tx.update(g_grads, state.g_opt, state.g_params)
-    new = GANState(
-        step=state.step + 1,
-        g_params=optax.apply_updates(state.g_params, g_updates),
-        g_stats=g_stats, g_opt=g_opt, d_params=d_params, d_stats=d_stats,
-        d_opt=d_opt)
-    return new, SRGANMetrics.single_from_model_output(
-        g_loss=g_loss, content_loss=content, adversarial_loss=adv,
-        d_loss=d_loss, d_real=jax.nn.sigmoid(real_logits).mean(),
-        d_fake=jax.nn.sigmoid(fake_logits).mean())
+    new, outputs = self.adv.update(
+        state, real=hr, g_forward=g_forward, d_apply=d_apply, rng=adv_rng,
+        paired=lr if self.paired_d else None, g_extra=g_extra)
+    return new, self.adv_metrics.single_from_model_output(**outputs)
 
   # --- Inference, validation, panels -----------------------------------------
 
@@ -372,7 +342,7 @@ class SRTask:
       self._eval_jit = jax.jit(self._eval_batch)
     values = {}
     for i in range(0, len(images), self.eval_batch_size):
-      out = self._eval_jit(state.g_params, state.g_stats,
+      out = self._eval_jit(adversarial.sampling_params(state), state.g_stats,
                            images[i:i + self.eval_batch_size])
       for k, v in out.items():
         values.setdefault(k, []).append(np.asarray(v))
@@ -389,7 +359,7 @@ class SRTask:
     """Rows of LR (nearest, to HR size) | bicubic | output | HR."""
     lr, hr = self.eval_pairs(images)
     size = hr.shape[1:3]
-    out = self.restore(state.g_params, state.g_stats, lr)
+    out = self.restore(adversarial.sampling_params(state), state.g_stats, lr)
     panels = jnp.stack([upscale(lr, size, 'nearest'),
                         upscale(lr, size, 'bicubic'), out, hr], axis=1)
     return {'lr_bicubic_output_hr': panels.reshape((-1,) + hr.shape[1:])}
