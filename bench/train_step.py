@@ -9,22 +9,29 @@ loss runs through VGG19 with random weights unless --vgg_weights names the
 converted file (the timing does not depend on the values).
 
 Prints one JSON line per measurement (images/s, step ms, compile s, model
-FLOPs per image from XLA's cost analysis) and a short table. Runs on CPU and
-GPU; imports nothing that needs TensorFlow. Record results with the device and
-date in docs/benchmarks.md.
+FLOPs per image from XLA's cost analysis, XLA's memory analysis of the step,
+peak memory: the device's where it reports one, else the process's peak RSS,
+and the host load average) and a short table. Any config key can be
+overridden as for medjax.main (`--config.model.g_features=(64,32)`). Runs on
+CPU and GPU; imports nothing that needs TensorFlow. Record results with the
+device and date in docs/benchmarks.md.
 """
 
 import argparse
-import datetime
 import json
+import os
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from medjax import config_lib
-from medjax import trainers
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # pylint: disable=wrong-import-position
+
+from medjax import config_lib  # pylint: disable=wrong-import-position
+from medjax import trainers  # pylint: disable=wrong-import-position
 
 
 def measure(config, batch_size: int, steps: int, warmup: int) -> dict:
@@ -39,12 +46,8 @@ def measure(config, batch_size: int, steps: int, warmup: int) -> dict:
   consts = task.consts()
   step = jax.jit(lambda s, b, r: task.train_step(s, b, r, consts),
                  donate_argnums=0)
-  t = time.perf_counter()
-  compiled = step.lower(state, batch, jax.random.key(0)).compile()
-  compile_s = time.perf_counter() - t
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get('flops', float('nan'))) if cost else float('nan')
+  compiled, compile_s, flops, memory = benchlib.compile_timed(
+      step, state, batch, jax.random.key(0))
   for i in range(warmup):
     state, metrics = compiled(state, batch, jax.random.key(i))
   jax.block_until_ready(state)
@@ -59,25 +62,24 @@ def measure(config, batch_size: int, steps: int, warmup: int) -> dict:
       'dtype': config.model.dtype, 'images_per_s': batch_size / step_s,
       'step_ms': 1e3 * step_s, 'compile_s': compile_s,
       'gflop_per_image': flops / batch_size / 1e9,
-      'device': jax.devices()[0].device_kind, 'backend': jax.default_backend(),
-      'num_devices': jax.device_count(), 'jax': jax.__version__,
-      'date': datetime.date.today().isoformat(),
+      **{f'step_{k}': v for k, v in memory.items()},
+      **benchlib.peak_memory(), **benchlib.environment(),
   }
 
 
-def main():
+def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--config', default='configs/dcgan_brain.py')
   parser.add_argument('--batch_size', type=int, nargs='+', default=[128])
   parser.add_argument('--dtypes', nargs='+', default=['float32', 'bfloat16'])
   parser.add_argument('--steps', type=int, default=10)
   parser.add_argument('--warmup', type=int, default=2)
   parser.add_argument('--vgg_weights', default='random_vgg')
-  args = parser.parse_args()
+  args, config_argv = benchlib.parse_args(parser, argv,
+                                          'configs/dcgan_brain.py')
   rows = []
   for dtype in args.dtypes:
     for batch_size in args.batch_size:
-      config = config_lib.load_config_file(args.config)
+      config = benchlib.load_config(config_argv)
       config.model.dtype = dtype
       if config.model.name in config_lib.SR_MODELS and config.sr.hr_crop:
         config.dataset.image_size = config.sr.hr_crop
@@ -87,12 +89,15 @@ def main():
       print(json.dumps(row), flush=True)
       rows.append(row)
   print('\n| model | size | batch | dtype | img/s | step ms | compile s | '
-        'GFLOP/img | device |\n|---|---|---|---|---|---|---|---|---|')
+        'GFLOP/img | peak MB | device |\n|---|---|---|---|---|---|---|---|---|'
+        '---|')
   for r in rows:
     print(f"| {r['model']} | {r['image_size']} | {r['batch']} | {r['dtype']} "
           f"| {r['images_per_s']:.1f} | {r['step_ms']:.1f} | "
           f"{r['compile_s']:.1f} | {r['gflop_per_image']:.2f} | "
-          f"{r['device']} |")
+          f"{r['peak_memory_mb']:.0f} ({r['peak_memory_source'].split()[0]})"
+          f" | {r['device']} |")
+  return rows
 
 
 if __name__ == '__main__':

@@ -1,9 +1,11 @@
 """The benchmark scripts run (speed itself is measured in bench/, never here)."""
 
 import importlib.util
+import json
 import os
 
 from tests.conftest import REPO
+from tests.conftest import tiny_flags
 from tests.test_sr import sr_config
 
 
@@ -30,3 +32,43 @@ def test_metrics_bench_cases_run():
   for row in (bench.bench_ssim(2, iters=1, warmup=0),
               bench.bench_lpips('alex', 1, iters=1, warmup=0)):
     assert row['images_per_s'] > 0 and row['compile_s'] >= 0
+
+
+def test_pipeline_bench_prints_host_step_and_end_to_end_rows(
+    data_dir, capsys):
+  bench = _load('pipeline')
+  rows = bench.main([
+      f'--config={os.path.join(REPO, "configs", "dcgan_brain.py")}',
+      '--batch_size=4', '--steps=2', '--warmup=1', '--host_batches=2',
+      '--host_warmup=1', '--device_prefetch=1', *tiny_flags(data_dir)])
+  lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+           if line.startswith('{')]
+  assert lines == json.loads(json.dumps(rows))
+  by = {(r['measure'], r.get('source')): r for r in lines}
+  assert set(by) == {('host', None), ('step', 'synthetic'), ('step', 'real'),
+                     ('step', 'real_prefetch'), ('end_to_end', None)}
+  host = by['host', None]
+  assert host['batch_shape'] == [4, 16, 16, 1] and host['images_per_s'] > 0
+  assert host['pipeline_defaults'] and host['grain_num_threads'] >= 1
+  for source in ('synthetic', 'real', 'real_prefetch'):
+    assert by['step', source]['step_ms'] > 0
+  e2e = by['end_to_end', None]
+  for key in ('synthetic_step_ms', 'real_step_ms', 'ratio', 'compile_s',
+              'peak_memory_mb', 'peak_memory_source', 'step_temp_mb',
+              'loadavg', 'device', 'date'):
+    assert key in e2e, key
+  assert e2e['ratio'] > 0 and e2e['peak_memory_mb'] > 0
+  assert len(e2e['loadavg']) == 3
+
+
+def test_train_step_bench_cli_takes_config_overrides(data_dir, capsys):
+  bench = _load('train_step')
+  rows = bench.main([
+      f'--config={os.path.join(REPO, "configs", "dcgan_brain.py")}',
+      '--batch_size', '2', '--dtypes', 'float32', '--steps=1', '--warmup=0',
+      *tiny_flags(data_dir)])
+  out = capsys.readouterr().out
+  (row,) = [json.loads(l) for l in out.splitlines() if l.startswith('{')]
+  assert row == json.loads(json.dumps(rows[0]))
+  assert row['image_size'] == 16 and row['batch'] == 2
+  assert row['peak_memory_mb'] > 0 and 'step_temp_mb' in row

@@ -46,6 +46,17 @@ def test_every_epoch_is_a_fresh_permutation():
   assert _ids(next(it)) != _ids(next(it))  # Reshuffled each epoch.
 
 
+def test_batches_spanning_epochs_keep_each_epoch_a_permutation():
+  it = pipeline.make_iterator(_fake(10), 4, seed=2)
+  stream = sum((_ids(next(it)) for _ in range(10)), [])  # 4 epochs.
+  for e in range(4):
+    assert sorted(stream[10 * e:10 * e + 10]) == list(range(10))
+  assert stream[:10] != stream[10:20]
+  # Batch k is a pure function of (n, batch, seed, k), cache or not.
+  fresh = pipeline.EpochBatches(10, 4, seed=2)
+  np.testing.assert_array_equal(fresh[7], stream[28:32])
+
+
 def test_seed_determinism_and_restore():
   a = pipeline.make_iterator(_fake(), 4, seed=3)
   first = [_ids(next(a)) for _ in range(3)]

@@ -2,10 +2,17 @@
 
 The datasets medjax targets are small (thousands of images), so a split is read
 once through `tfds.data_source`, decoded and resized into one uint8 array in
-host memory. grain then shuffles *indices* (reshuffled every epoch, seeded) and
-batches them; a batch is one fancy-index gather from that array. The grain
-iterator state is a single integer, saved with every checkpoint, so a resumed
-run sees exactly the batches an uninterrupted run would.
+host memory. Batches are index slices of an endless stream of seeded
+per-epoch permutations (`EpochBatches`, one numpy permutation per epoch; a
+batch may span two epochs); grain maps each to one fancy-index gather from
+that array and reads ahead. The grain iterator state is a single integer,
+saved with every checkpoint, so a resumed run sees exactly the batches an
+uninterrupted run would.
+
+Why not grain's `MapDataset.shuffle`: it computes every index with its own
+`index_shuffle` call in Python (50-150 us each on a 2-core CPU), capping the
+loader near 12,000-20,000 images/s whatever their size; one permutation per
+epoch runs at hundreds of thousands (bench/pipeline.py, bench/NOTES.md).
 
 Multi-host: every process computes the same global index batch and keeps its
 own contiguous slice, so the data order is independent of the process count.
@@ -30,6 +37,53 @@ from medjax.data.builders import registry
 
 PHANTOM = 'mni_brain_phantom'
 _READ_CHUNK = 256
+# grain read options of `make_iterator`: one worker thread gathering batches,
+# two batches buffered ahead. The gather is cheap and a large buffer of big
+# images would only cost memory; bench/pipeline.py reports and sweeps them.
+NUM_THREADS = 1
+PREFETCH_BUFFER_SIZE = 2
+
+
+class EpochBatches:
+  """Random-access index batches of the stream perm_0 | perm_1 | ...
+
+  perm_e is a permutation of range(n) drawn from numpy's default generator
+  seeded with (seed, e), so every epoch visits each image once, the order
+  differs between epochs and seeds, and batch k depends on (n, batch, seed,
+  k) only: a grain source that resumes from an integer position.
+
+  Args:
+    n: images in the split.
+    batch_size: indices per batch.
+    seed: the shuffle seed.
+  """
+
+  def __init__(self, n: int, batch_size: int, seed: int):
+    self.n, self.batch_size, self.seed = n, batch_size, seed
+    self._cache: dict[int, np.ndarray] = {}
+
+  def __len__(self) -> int:
+    return 2**40  # Endless in practice; grain needs a length.
+
+  def permutation(self, epoch: int) -> np.ndarray:
+    """perm_epoch (the last few are cached: batches walk forward)."""
+    perm = self._cache.get(epoch)
+    if perm is None:
+      if len(self._cache) >= 4:
+        self._cache.pop(min(self._cache))
+      perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+      self._cache[epoch] = perm
+    return perm
+
+  def __getitem__(self, k: int) -> np.ndarray:
+    start = int(k) * self.batch_size
+    first, last = start // self.n, (start + self.batch_size - 1) // self.n
+    offset = start - first * self.n
+    if first == last:
+      return self.permutation(first)[offset:offset + self.batch_size]
+    stream = np.concatenate([self.permutation(e)
+                             for e in range(first, last + 1)])
+    return stream[offset:offset + self.batch_size]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +222,9 @@ def _prepare_image(image: np.ndarray, size: int, channels: int) -> np.ndarray:
 
 
 def make_iterator(data: InMemoryData, global_batch_size: int, seed: int,
-                  process_index: int = 0, process_count: int = 1
+                  process_index: int = 0, process_count: int = 1,
+                  num_threads: int | None = None,
+                  prefetch_buffer_size: int | None = None
                   ) -> grain.DatasetIterator:
   """An endless, checkpointable iterator of this process's batch slices.
 
@@ -177,6 +233,8 @@ def make_iterator(data: InMemoryData, global_batch_size: int, seed: int,
     global_batch_size: batch over all processes; must divide by process_count.
     seed: shuffle seed; the order is reshuffled each epoch.
     process_index, process_count: this process and how many there are.
+    num_threads, prefetch_buffer_size: grain read options; None for
+      `NUM_THREADS` and `PREFETCH_BUFFER_SIZE`.
 
   Returns:
     A grain iterator of {'image': uint8 (B/P, H, W, C), 'label': int32 (B/P,)}
@@ -191,13 +249,14 @@ def make_iterator(data: InMemoryData, global_batch_size: int, seed: int,
                      f'{n} images of the split')
   per = global_batch_size // process_count
   lo = process_index * per
-  ds = (grain.MapDataset.range(n).shuffle(seed=seed).repeat(None)
-        .batch(global_batch_size, drop_remainder=True)
-        .map(lambda idx: {'image': data.images[idx[lo:lo + per]],
-                          'label': data.labels[idx[lo:lo + per]]}))
-  # Small prefetch: the gather is cheap and a large buffer of big images
-  # would only cost memory.
-  options = grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)
+  ds = grain.MapDataset.source(
+      EpochBatches(n, global_batch_size, seed)).map(
+          lambda idx: {'image': data.images[idx[lo:lo + per]],
+                       'label': data.labels[idx[lo:lo + per]]})
+  options = grain.ReadOptions(
+      num_threads=NUM_THREADS if num_threads is None else num_threads,
+      prefetch_buffer_size=(PREFETCH_BUFFER_SIZE if prefetch_buffer_size is None
+                            else prefetch_buffer_size))
   return iter(ds.to_iter_dataset(read_options=options))
 
 

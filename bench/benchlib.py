@@ -1,0 +1,133 @@
+"""Helpers shared by the bench/ scripts (not a benchmark itself).
+
+Imported by the scripts as `benchlib` (they put bench/ on sys.path, so this
+works both as `python bench/x.py` and when a test loads a script by path).
+Nothing here needs TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import resource
+import time
+from typing import Any, Sequence
+
+from absl import flags
+import jax
+from ml_collections import config_flags
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+               default_config: str) -> tuple[argparse.Namespace, list[str]]:
+  """Parses a bench's flags plus `--config=path` and `--config.key=value`.
+
+  Args:
+    parser: the bench's parser (without --config).
+    argv: the arguments (without the program name); None for sys.argv[1:].
+    default_config: the config file used when --config is not given.
+
+  Returns:
+    (the parsed argparse namespace, the config flags for `load_config`).
+  """
+  parser.add_argument('--config', default=default_config,
+                      help='config file; override keys with --config.KEY=V')
+  args, rest = parser.parse_known_args(argv)
+  if bad := [a for a in rest if not a.startswith('--config.')]:
+    parser.error(f'unrecognized arguments: {" ".join(bad)}')
+  return args, [f'--config={args.config}', *rest]
+
+
+def load_config(config_argv: Sequence[str]):
+  """A fresh config from `--config=path` and `--config.key=value` flags.
+
+  The same parser as `python -m medjax.main` (ml_collections config_flags on
+  a locked config: an unknown key is an error), on a flag registry of its
+  own, so the bench's other flags can stay argparse.
+  """
+  config_argv = ['bench', *config_argv]
+  values = flags.FlagValues()
+  # config_flags finds the overrides in sys_argv (default: sys.argv).
+  config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
+                                  flag_values=values, lock_config=True,
+                                  sys_argv=config_argv)
+  values(config_argv)
+  return values.config
+
+
+def cpu_model() -> str:
+  """The CPU's model name (Linux /proc/cpuinfo), or platform's guess."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def environment() -> dict[str, Any]:
+  """Device, versions, date and host load: the context of a measurement.
+
+  `loadavg` is the host's 1/5/15-minute load average when the measurement
+  ended; on a shared machine other work inflates CPU timings.
+  """
+  return {
+      'device': jax.devices()[0].device_kind,
+      'backend': jax.default_backend(),
+      'num_devices': jax.device_count(), 'jax': jax.__version__,
+      'cpu': cpu_model(), 'cpu_count': os.cpu_count(),
+      'loadavg': [round(x, 2) for x in os.getloadavg()],
+      'date': datetime.date.today().isoformat(),
+  }
+
+
+def compile_timed(jitted, *args) -> tuple[Any, float, float, dict]:
+  """Lowers and compiles `jitted` for `args`.
+
+  A later call of `jitted` with arguments like `args` reuses this executable.
+
+  Returns:
+    (compiled, compile seconds, XLA's FLOP count (nan if not reported),
+    XLA's memory analysis of the executable in MB (empty if not reported)).
+  """
+  t = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  compile_s = time.perf_counter() - t
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost.get('flops', float('nan'))) if cost else float('nan')
+  memory = {}
+  try:
+    m = compiled.memory_analysis()
+  except Exception:  # pylint: disable=broad-except
+    # Not every backend reports it.
+    m = None
+  if m is not None:
+    mb = 1 / 2**20
+    memory = {'argument_mb': m.argument_size_in_bytes * mb,
+              'output_mb': m.output_size_in_bytes * mb,
+              'alias_mb': m.alias_size_in_bytes * mb,
+              'temp_mb': m.temp_size_in_bytes * mb}
+  return compiled, compile_s, flops, memory
+
+
+def peak_memory() -> dict[str, Any]:
+  """Peak memory so far, with where the figure comes from.
+
+  On a device that reports `memory_stats()` (GPU, TPU): its
+  `peak_bytes_in_use`, i.e. device memory. Otherwise (CPU): the peak resident
+  set size of this whole process (`resource.getrusage(...).ru_maxrss`), which
+  includes the Python runtime, the dataset in host memory and XLA's buffers.
+  Both only grow over a process's life.
+  """
+  stats = jax.devices()[0].memory_stats()
+  if stats and 'peak_bytes_in_use' in stats:
+    return {'peak_memory_mb': stats['peak_bytes_in_use'] / 2**20,
+            'peak_memory_source': 'device memory_stats peak_bytes_in_use'}
+  kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux.
+  return {'peak_memory_mb': kib / 1024,
+          'peak_memory_source': 'process ru_maxrss (host, whole process)'}
