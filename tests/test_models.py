@@ -97,9 +97,10 @@ def test_transposed_conv_equals_pytorch_definition():
     (9, 3, 1, (1, 1), 1), (10, 4, 2, (1, 1), 1), (11, 3, 2, (0, 2), 1),
     (4, 4, 1, (2, 2), 2), (6, 10, 1, (8, 8), 8), (1, 4, 1, (3, 3), 1),
     (7, 5, 1, (1, 3), 3)])
-def test_fast_weight_gradient_equals_xla(h, k, s, pad, d):
-  x = jax.random.normal(jax.random.key(0), (2, h, h + 1, 3))
-  w = jax.random.normal(jax.random.key(1), (k, k, 3, 5))
+@pytest.mark.parametrize('cin,cout', [(3, 5), (5, 2)])  # dy or x sliced.
+def test_fast_weight_gradient_equals_xla(h, k, s, pad, d, cin, cout):
+  x = jax.random.normal(jax.random.key(0), (2, h, h + 1, cin))
+  w = jax.random.normal(jax.random.key(1), (k, k, cin, cout))
   dn = ('NHWC', 'HWIO', 'NHWC')
 
   def loss(fn):

@@ -119,7 +119,17 @@ def weight_grad(x, dy, w_shape, strides, padding, lhs_dil):
   kh, kw, cin, cout = w_shape
   # Accumulate in float32; XLA:CPU has no bf16 x bf16 -> f32 dot.
   x, dy = x.astype(jnp.float32), dy.astype(jnp.float32)
-  if all(d == 1 for d in lhs_dil):
+  if (all(d == 1 for d in lhs_dil) and all(st == 1 for st in strides)
+      and cout < cin):
+    # Slice the thinner tensor: XLA:CPU materialises every tap's slice, and
+    # k*k slices of a wide input (SRResNet's 9x9 64->1 output conv) cost
+    # gigabytes and run 10x slower than slices of the 1-channel dy.
+    # dW[i, j] = sum x_pad[h', w']^T dy_pad[h' + kh-1 - i, w' + kw-1 - j].
+    xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+    dyp = jnp.pad(dy, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
+    rows = _taps(xp, dyp, (kh, kw), lambda i, j: (kh - 1 - i, kw - 1 - j),
+                 (1, 1), xp.shape[1:3])
+  elif all(d == 1 for d in lhs_dil):
     xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
     # a = x taps (as 'c'), b = dy: einsum gives (I, O) after swapping roles.
     rows = [r.T for r in _taps(dy, xp, (kh, kw), lambda i, j: (i, j), strides,
