@@ -25,7 +25,7 @@ RUN_CONTROL_KEYS = frozenset({
 
 # model.name -> task kind (medjax.trainers.get_task).
 MODEL_NAMES = ('dcgan', 'sngan', 'cdcgan', 'stargan', 'srresnet', 'srgan',
-               'pix2pix')
+               'pix2pix', 'classifier')
 GAN_MODELS = ('dcgan', 'sngan', 'cdcgan')
 SR_MODELS = ('srresnet', 'srgan', 'pix2pix')  # Restoration tasks.
 OPTIMIZERS = ('adam', 'sgd')
@@ -111,6 +111,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.sr = ml_collections.ConfigDict(dict(
       num_blocks=16, features=64, scale=4, prelu_per_channel=False,
       d_features=64, d_pool='flatten'))
+  # Image classifier (model.name 'classifier'; medjax.models.classifier):
+  # 3x3 stem conv (stride stem_stride), residual stages (stride 2 from the
+  # second), global average pool, a feature_dim-wide penultimate layer (the
+  # features of medjax.metrics.features.ClassifierExtractor), logits over
+  # model.num_classes.
+  c.model.classifier = ml_collections.ConfigDict(dict(
+      stem_features=32, stem_stride=2, stage_features=(32, 64, 128),
+      blocks_per_stage=(2, 2, 2), feature_dim=128))
   # Pix2Pix (Isola et al. 2017): U-Net generator, 70x70 PatchGAN.
   c.model.pix2pix = ml_collections.ConfigDict(dict(
       num_downs=8, ngf=64, ndf=64, n_layers=3, norm='batch',
@@ -168,6 +176,19 @@ def base_config() -> ml_collections.ConfigDict:
       # With pytorch-fid's Inception (python -m medjax.weights convert
       # --kind=inception_fid ...): FID and KID too, every evaluation.
       eval_inception_weights='',
+  ))
+
+  # Classifier training (medjax.trainers.classifier): softmax cross-entropy
+  # on the dataset's labels, learning rate optimizer.g_learning_rate.
+  c.classifier = ml_collections.ConfigDict(dict(
+      # On-device augmentation of training batches, comma-separated:
+      # 'hflip' (left-right), 'vflip' (up-down), 'translation' (up to 1/8 of
+      # the size per axis, black fill). '' = none.
+      augment='hflip,translation',
+      # Validation every eval_every_steps on this split (accuracy, macro
+      # one-vs-rest ROC AUC; the best AUC is kept in best/). '' = none.
+      eval_split='test',
+      eval_batch_size=64,  # Images per device call (memory only).
   ))
 
   c.optimizer = ml_collections.ConfigDict()

@@ -27,6 +27,18 @@ time (several --workdir: one `<out>/<run name>` each).
 
   python -m medjax.evaluate --workdir=runs/dcgan_brain \
     --inception_weights=weights/inception_fid [--num_samples=2048]
+
+`--classifier_workdir=RUN` (a trained medjax classifier, configs/
+classifier_brain.py) adds the same feature metrics on the classifier's
+penultimate features, labelled 'FD_classifier:<dataset>:<run>' etc. (never
+FID); with both flags, both feature spaces are reported.
+
+For classifier runs (model.name 'classifier'): accuracy and macro one-vs-rest
+ROC AUC (and each class's AUC) on the whole split (default the run's
+`classifier.eval_split`), each with a 95% percentile bootstrap interval over
+images (`--num_bootstrap`, default 1000), from the best checkpoint by default.
+
+  python -m medjax.evaluate --workdir=runs/classifier_brain
 """
 
 from __future__ import annotations
@@ -40,9 +52,11 @@ import numpy as np
 
 from medjax import config_lib
 from medjax import train
+from medjax.metrics import classification
 from medjax.metrics import generative
 from medjax.metrics import image as image_metrics
 from medjax.metrics import stats
+from medjax.trainers import adversarial
 from medjax.trainers import sr as sr_lib
 
 BASELINES = ('nearest', 'bilinear', 'bicubic')
@@ -55,7 +69,8 @@ def _get(config, dotted: str):
   return config.to_dict() if hasattr(config, 'to_dict') else config
 
 
-def _restore(workdir: str, checkpoint: str):
+def _restore_any(workdir: str, checkpoint: str):
+  """(config, task, state, step, kind) of a run's chosen checkpoint."""
   if checkpoint == 'best':
     config, task, state, step = train.restore_best_or_latest(workdir)
     kind = ('best' if os.path.isfile(os.path.join(workdir, train.BEST_FILE))
@@ -66,6 +81,11 @@ def _restore(workdir: str, checkpoint: str):
   else:
     config, task, state, step = train.restore_run(workdir, int(checkpoint))
     kind = f'step {checkpoint}'
+  return config, task, state, step, kind
+
+
+def _restore(workdir: str, checkpoint: str):
+  config, task, state, step, kind = _restore_any(workdir, checkpoint)
   if not isinstance(task, sr_lib.SRTask):
     raise ValueError(
         f'{workdir} is a {config.model.name!r} run; evaluate GAN runs with '
@@ -125,7 +145,9 @@ def evaluate_restoration(workdirs: list[str], split: str | None = None,
                      for o in outs]}
 
   fn = jax.jit(batch_fn)
-  params = [(r['state'].g_params, r['state'].g_stats) for r in runs]
+  # The G EMA when the run kept one (what it validated and restores with).
+  params = [(adversarial.sampling_params(r['state']), r['state'].g_stats)
+            for r in runs]
   per_image = {'psnr': [], 'ssim': []}
   for i in range(0, len(images), batch_size):
     out = fn(params, images[i:i + batch_size])
@@ -158,6 +180,91 @@ def evaluate_restoration(workdirs: list[str], split: str | None = None,
       'device': jax.devices()[0].device_kind,
   }
   return {'rows': rows, 'card': card}
+
+
+def evaluate_classifier(workdir: str, split: str | None = None,
+                        checkpoint: str = 'best', num_images: int = 0,
+                        num_bootstrap: int = 1000, seed: int = 0,
+                        batch_size: int = 64) -> dict:
+  """Accuracy and one-vs-rest ROC AUC of a classifier run, with 95% CIs.
+
+  Args:
+    workdir: a classifier training run.
+    split: dataset split; default the run's `classifier.eval_split`, else
+      'test'.
+    checkpoint: 'best' (best validation AUC, else latest), 'latest' or a
+      step number.
+    num_images: the first N images of the split (0 = all).
+    num_bootstrap: bootstrap resamples over images.
+    seed: resampling seed.
+    batch_size: images per device call (memory only).
+
+  Returns:
+    {'rows': [{'metric', 'value', 'ci_low', 'ci_high'}] (accuracy, auc,
+    auc_<class> per class), 'card': how it was made}; JSON-serialisable
+    (NaN as None).
+  """
+  config, task, state, step, kind = _restore_any(workdir, checkpoint)
+  if config.model.name != 'classifier':
+    raise ValueError(f'{workdir} is a {config.model.name!r} run, not a '
+                     'classifier')
+  from medjax.data import pipeline  # pylint: disable=g-import-not-at-top
+  split = split or config.classifier.eval_split or 'test'
+  images = train.load_images(config, split)
+  data = pipeline.load(config.dataset, split,
+                       resize=not config.dataset.degradation)
+  labels, names = data.labels, data.label_names
+  if num_images:
+    images, labels = images[:num_images], labels[:num_images]
+  probs, _ = task.predict(state, images, batch_size)
+  res = classification.bootstrap_intervals(probs, labels, num_bootstrap, seed)
+  k = probs.shape[1]
+  names = tuple(names) if len(names) == k else tuple(
+      str(c) for c in range(k))
+
+  def row(metric, r):
+    return {'metric': metric, 'value': _finite(r['value']),
+            'ci_low': _finite(r['ci_low']), 'ci_high': _finite(r['ci_high'])}
+
+  rows = [row('accuracy', res['accuracy']), row('auc', res['auc'])]
+  rows += [row(f'auc_{n}', r) for n, r in zip(names, res['per_class_auc'])]
+  counts = np.bincount(labels, minlength=k)
+  card = {
+      'run': os.path.abspath(workdir), 'step': int(step), 'checkpoint': kind,
+      'dataset': config.dataset.name, 'split': split,
+      'num_images': int(len(labels)), 'image_size': config.dataset.image_size,
+      'class_counts': {n: int(c) for n, c in zip(names, counts)},
+      'metrics': {
+          'accuracy': 'fraction of images whose argmax class is the label',
+          'auc': 'macro mean of one-vs-rest ROC AUCs of the softmax '
+                 'probabilities (classes present in the split; sklearn '
+                 "roc_auc_score(multi_class='ovr', average='macro'))",
+          'auc_<class>': 'that class vs the rest'},
+      'interval': res['ci_method'], 'num_resamples': res['num_resamples'],
+      'seed': seed, 'date': datetime.date.today().isoformat(),
+      'device': jax.devices()[0].device_kind,
+  }
+  return {'rows': rows, 'card': card}
+
+
+def _finite(x):
+  x = float(x)
+  return x if np.isfinite(x) else None
+
+
+def format_classifier_table(report: dict) -> str:
+  """A classifier report as a Markdown table (value [95% CI])."""
+  c = report['card']
+  lines = [
+      f"classifier {os.path.basename(c['run'])} ({c['checkpoint']}, step "
+      f"{c['step']}) on {c['dataset']}/{c['split']}, {c['num_images']} "
+      f"images; value [95% CI, {c['num_resamples']} bootstrap resamples].",
+      '', '| metric | value | 95% CI |', '|---|---|---|']
+  f = lambda x: 'n/a' if x is None else f'{x:.4f}'
+  for r in report['rows']:
+    lines.append(f"| {r['metric']} | {f(r['value'])} | [{f(r['ci_low'])}, "
+                 f"{f(r['ci_high'])}] |")
+  return '\n'.join(lines) + '\n'
 
 
 def format_table(report: dict) -> str:
@@ -205,9 +312,14 @@ def _define_flags():
                     'run (feature metrics need --inception_weights).')
   flags.DEFINE_string('inception_weights', None,
                       'GAN: pytorch-fid Inception weights (medjax.weights).')
+  flags.DEFINE_string('classifier_workdir', None,
+                      'GAN: a trained medjax classifier run; the feature '
+                      'metrics are computed on its penultimate features too '
+                      '(labelled FD_classifier:..., not FID).')
   flags.DEFINE_integer('seed', 0, 'GAN: latent, subset and bootstrap seed.')
   flags.DEFINE_integer('num_bootstrap', None, 'GAN: bootstrap resamples for '
-                       'every metric; default per metric (see docs).')
+                       'every metric; default per metric (see docs). '
+                       'Classifier: resamples (default 1000).')
   flags.DEFINE_bool('audit', True, 'GAN: memorisation audit against the '
                     'training split.')
   flags.mark_flag_as_required('workdir')
@@ -227,7 +339,8 @@ def _evaluate_gans(f) -> None:
         workdir, num_samples=f.num_samples, split=f.split,
         metrics=tuple(f.metrics) if f.metrics else None,
         inception_weights=f.inception_weights, seed=f.seed,
-        num_bootstrap=f.num_bootstrap, audit=f.audit, out_dir=out, step=step)
+        num_bootstrap=f.num_bootstrap, audit=f.audit, out_dir=out, step=step,
+        classifier_workdir=f.classifier_workdir)
     write_report(report, out, generative.format_table)
     print(generative.format_table(report))
 
@@ -238,8 +351,21 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   f = flags.FLAGS
-  if train.load_config(f.workdir[0]).model.name in config_lib.GAN_MODELS:
+  name = train.load_config(f.workdir[0]).model.name
+  if name in config_lib.GAN_MODELS:
     _evaluate_gans(f)
+    return
+  if name == 'classifier':
+    for workdir in f.workdir:
+      report = evaluate_classifier(
+          workdir, f.split, f.checkpoint, f.num_images,
+          1000 if f.num_bootstrap is None else f.num_bootstrap, f.seed,
+          f.batch_size)
+      out = f.out or os.path.join(workdir, 'eval')
+      if f.out and len(f.workdir) > 1:
+        out = os.path.join(f.out, os.path.basename(os.path.normpath(workdir)))
+      write_report(report, out, format_classifier_table)
+      print(format_classifier_table(report))
     return
   report = evaluate_restoration(f.workdir, f.split, f.num_images,
                                 f.crop_border, f.checkpoint, f.batch_size)

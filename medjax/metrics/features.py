@@ -5,19 +5,19 @@ describes itself for metric cards:
 
   * `name`: 'inception_fid' (pytorch-fid's InceptionV3 with weights loaded
     from a file), 'inception_random_TEST_ONLY' (random weights, for tests),
-    'pixels<S>' (area-downsampled pixels);
+    'pixels<S>' (area-downsampled pixels), 'classifier:<dataset>:<run>' (the
+    penultimate layer of a trained medjax classifier run, a domain feature
+    space);
   * `weights_sha256`: hash of the weights the features came from, or None;
   * `resize`: how images are resized before the features;
   * `is_fid_reference`: True only for pytorch-fid's Inception loaded from
     weights; a Frechet distance is called "FID" only then (`medjax.metrics.
-    card.metric_label`).
-
-A classifier-feature extractor (penultimate layer of a medjax classifier)
-arrives with the classifier; medjax has none yet.
+    card.metric_label`), so classifier features give 'FD_classifier:...'.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -165,3 +165,111 @@ class PixelExtractor(Extractor):
                                             Image.Resampling.BOX))
              for ch in range(c)], axis=-1) for img in x])
     return (x.astype(np.float32) / 255.0).reshape(n, -1)
+
+
+def params_sha256(tree) -> str:
+  """sha256 of a pytree of arrays, independent of dict insertion order.
+
+  Hashes, for every leaf in sorted path order, its path, dtype, shape and
+  bytes (native order: little-endian on every platform JAX runs on).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  h = hashlib.sha256()
+  for path, leaf in sorted(
+      ((jax.tree_util.keystr(p), leaf) for p, leaf in leaves),
+      key=lambda kv: kv[0]):
+    a = np.asarray(leaf)
+    h.update(f'{path}|{a.dtype.str}|{a.shape}|'.encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+  return h.hexdigest()
+
+
+class ClassifierExtractor(Extractor):
+  """Penultimate features of a trained medjax classifier run.
+
+  The `feature_dim`-wide layer before the logits (after its ReLU) of
+  `medjax.models.classifier.Classifier`, BatchNorm in inference mode: a
+  feature space learnt on the medical dataset itself, for a "domain" Frechet
+  distance. Its Frechet distance is labelled 'FD_classifier:...' and must not
+  be compared with FIDs (or with distances from another classifier run:
+  `weights_sha256` identifies the weights).
+
+  Images are brought to the classifier's input as its training images were
+  (`medjax.data.pipeline`): channels converted (RGB -> L, or L repeated),
+  antialiased bilinear resize (PIL) to the run's `dataset.image_size` when
+  the size differs, then scaled to [-1, 1]. A `dataset.degradation` the
+  classifier was trained with is not applied.
+  """
+
+  def __init__(self, workdir: str, checkpoint: str | int = 'best',
+               batch_size: int = 64):
+    """Restores the run.
+
+    Args:
+      workdir: a classifier training run (`model.name` 'classifier').
+      checkpoint: 'best' (the best-validation checkpoint, else the latest),
+        'latest', or a step number.
+      batch_size: images per device call.
+
+    Raises:
+      ValueError: the run is not a classifier.
+      FileNotFoundError: no run or no checkpoint there.
+    """
+    from medjax import train  # pylint: disable=g-import-not-at-top
+    config = train.load_config(workdir)
+    if config.model.name != 'classifier':
+      raise ValueError(f'{workdir} is a {config.model.name!r} run, not a '
+                       'classifier (model.name="classifier")')
+    if checkpoint == 'best':
+      _, self.task, self.state, step = train.restore_best_or_latest(workdir)
+      kind = ('best' if os.path.isfile(os.path.join(workdir, train.BEST_FILE))
+              else 'latest')
+    elif checkpoint == 'latest':
+      _, self.task, self.state, step = train.restore_run(workdir)
+      kind = 'latest'
+    else:
+      _, self.task, self.state, step = train.restore_run(workdir,
+                                                         int(checkpoint))
+      kind = f'step {checkpoint}'
+    self.config = config
+    self.workdir = os.path.abspath(workdir)
+    self.step = int(step)
+    self.checkpoint = kind
+    self.dataset = config.dataset.name
+    self.image_size = config.dataset.image_size
+    self.channels = config.dataset.channels
+    self.batch_size = batch_size
+    self.feature_dim = config.model.classifier.feature_dim
+    run = os.path.basename(os.path.normpath(workdir))
+    self.name = f'classifier:{self.dataset}:{run}'
+    self.weights_sha256 = params_sha256(self.task.variables(self.state))
+    self.is_fid_reference = False
+    self.resize = (
+        f'antialiased bilinear (PIL) to {self.image_size}x{self.image_size} '
+        f'when the size differs, {self.channels} channel(s) (RGB -> L or L '
+        'repeated), [-1, 1], as the classifier\'s training images')
+
+  def describe(self) -> dict:
+    return {**super().describe(), 'workdir': self.workdir,
+            'step': self.step, 'checkpoint': self.checkpoint,
+            'dataset': self.dataset, 'feature_dim': self.feature_dim}
+
+  def _prepare(self, images: np.ndarray) -> np.ndarray:
+    from medjax.data import pipeline  # pylint: disable=g-import-not-at-top
+    x = np.asarray(images)
+    if x.ndim != 4:
+      raise ValueError(f'Expected NHWC images, got shape {x.shape}.')
+    if x.dtype != np.uint8:
+      raise ValueError(f'Expected uint8 images, got {x.dtype}.')
+    if x.shape[1:] == (self.image_size, self.image_size, self.channels):
+      return x
+    # The pipeline's own resize and channel conversion of training images.
+    prepare = pipeline._prepare_image  # pylint: disable=protected-access
+    return np.stack([prepare(img, self.image_size, self.channels)
+                     for img in x])
+
+  def __call__(self, images) -> np.ndarray:
+    x = self._prepare(images)
+    _, feats = self.task.predict(self.state, x, self.batch_size)
+    return feats.astype(np.float32)

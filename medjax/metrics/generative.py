@@ -7,10 +7,13 @@ computes:
   * network-free, always: SWD x 1e3 (`medjax.metrics.swd`, on as many real as
     generated images) and MS-SSIM diversity of the generated set and of the
     real set (the reference line);
-  * with Inception weights (or any other `features.Extractor`): the Frechet
+  * with Inception weights, a trained medjax classifier run
+    (`classifier_workdir`: its penultimate features) or any other
+    `features.Extractor`, in each of these feature spaces: the Frechet
     distance (called FID only with pytorch-fid's Inception, see
-    `card.metric_label`), KID (mean +- std over subsets) and improved
-    precision/recall (k = 3);
+    `card.metric_label`; 'FD_classifier:<dataset>:<run>' on classifier
+    features), KID (mean +- std over subsets) and improved precision/recall
+    (k = 3);
   * optionally the memorisation audit (`medjax.metrics.audit`) against the
     training split.
 
@@ -139,7 +142,8 @@ def evaluate_generator(workdir: str, num_samples: int = 2048,
                        extractor: features_lib.Extractor | None = None,
                        audit: bool = True, out_dir: str | None = None,
                        step: int | None = None, num_pairs: int = NUM_PAIRS,
-                       audit_percentile: float = 1.0) -> dict:
+                       audit_percentile: float = 1.0,
+                       classifier_workdir: str | None = None) -> dict:
   """Metrics of a GAN run's generator against real images, with cards.
 
   Args:
@@ -154,12 +158,18 @@ def evaluate_generator(workdir: str, num_samples: int = 2048,
     num_bootstrap: resamples for every metric (int), per metric (dict over
       `DEFAULT_RESAMPLES`' keys), or None for `DEFAULT_RESAMPLES`.
     extractor: a feature extractor replacing Inception (e.g. for tests or
-      another backbone); its Frechet distance is not called FID.
+      another backbone), or a list of them; its Frechet distance is not
+      called FID.
     audit: run the memorisation audit against the training split.
     out_dir: where the audit grid goes; None: no file.
     step: checkpoint step; None for the latest.
     num_pairs: MS-SSIM pairs per set.
     audit_percentile: the audit's "suspiciously close" percentile.
+    classifier_workdir: a trained medjax classifier run
+      (`features.ClassifierExtractor`, its best checkpoint): the feature
+      metrics are computed on its penultimate features too (after Inception's
+      when `inception_weights` is given). The audit uses the first feature
+      space.
 
   Returns:
     {'rows': [{'metric', 'label', 'value', 'ci_low', 'ci_high',
@@ -176,19 +186,27 @@ def evaluate_generator(workdir: str, num_samples: int = 2048,
   if config.model.name not in config_lib.GAN_MODELS:
     raise ValueError(f'{workdir} is a {config.model.name!r} run, not a GAN '
                      f'({config_lib.GAN_MODELS})')
-  if extractor is None and inception_weights:
-    extractor = features_lib.InceptionExtractor(inception_weights)
+  if extractor is None:
+    extractors = []
+    if inception_weights:
+      extractors.append(features_lib.InceptionExtractor(inception_weights))
+  elif isinstance(extractor, (list, tuple)):
+    extractors = list(extractor)
+  else:
+    extractors = [extractor]
+  if classifier_workdir:
+    extractors.append(features_lib.ClassifierExtractor(classifier_workdir))
   skipped = {}
   if metrics is None:
-    metrics = IMAGE_METRICS + (FEATURE_METRICS if extractor else ())
-    if extractor is None:
-      skipped = {m: 'no Inception weights (--inception_weights)'
-                 for m in FEATURE_METRICS}
+    metrics = IMAGE_METRICS + (FEATURE_METRICS if extractors else ())
+    if not extractors:
+      skipped = {m: 'no feature extractor (--inception_weights or '
+                    '--classifier_workdir)' for m in FEATURE_METRICS}
   metrics = tuple(metrics)
   unknown = set(metrics) - set(METRICS)
   if unknown:
     raise ValueError(f'unknown metrics {sorted(unknown)}; known: {METRICS}')
-  if extractor is None and set(metrics) & set(FEATURE_METRICS):
+  if not extractors and set(metrics) & set(FEATURE_METRICS):
     weights.require('inception_fid', inception_weights)  # raises
   resamples = _resamples(num_bootstrap)
   split = split or 'test'
@@ -237,13 +255,20 @@ def evaluate_generator(workdir: str, num_samples: int = 2048,
                                       **common, details=details))
 
   feats = set(metrics) & set(FEATURE_METRICS)
-  fr = fg = None
-  if feats:
-    desc = extractor.describe()
+  audit_features = None  # (extractor, generated features) for the audit
+  for ext in (extractors if feats else []):
+    desc = ext.describe()
+    warn = []
+    ext_dataset = getattr(ext, 'dataset', None)
+    if ext_dataset and ext_dataset != config.dataset.name:
+      warn.append(f'the feature extractor was trained on {ext_dataset}, the '
+                  f'images are {config.dataset.name}')
     logging.info('%s features of %d real and %d generated images.',
-                 extractor.name, len(real), len(gen))
-    fr = np.asarray(extractor(real), np.float64)
-    fg = np.asarray(extractor(gen), np.float64)
+                 ext.name, len(real), len(gen))
+    fr = np.asarray(ext(real), np.float64)
+    fg = np.asarray(ext(gen), np.float64)
+    if audit_features is None:
+      audit_features = (ext, fg)
     if 'fid' in metrics:
       point = distribution.fid_from_features(fr, fg)
       logging.info('%s %.3f; bootstrap (%d).',
@@ -253,7 +278,7 @@ def evaluate_generator(workdir: str, num_samples: int = 2048,
                              resamples['fid'], seed)
       cards.append(card_lib.make_card(
           'fid', point, _interval(point, reps, resamples['fid']),
-          extractor=desc, **common))
+          extractor=desc, **common, warnings=warn))
     if 'kid' in metrics:
       m = min(len(fr), len(fg), 1000)
       mean, std = distribution.kid(fr, fg, KID_SUBSETS, 1000, seed)
@@ -263,7 +288,7 @@ def evaluate_generator(workdir: str, num_samples: int = 2048,
           fr, fg, resamples['kid'], seed)
       cards.append(card_lib.make_card(
           'kid', mean, _interval(mean, reps, resamples['kid']),
-          extractor=desc, **common, kid_subset_size=m,
+          extractor=desc, **common, kid_subset_size=m, warnings=warn,
           details={'std_over_subsets': std, 'num_subsets': KID_SUBSETS,
                    'subset_size': m,
                    'bootstrap_subsets_per_resample': KID_BOOTSTRAP_SUBSETS}))
@@ -276,15 +301,17 @@ def evaluate_generator(workdir: str, num_samples: int = 2048,
         cards.append(card_lib.make_card(
             name, point, _interval(point, reps[:, j],
                                    resamples['precision_recall'], (0., 1.)),
-            extractor=desc, **common, details={'k': PR_K}))
+            extractor=desc, **common, details={'k': PR_K}, warnings=warn))
 
   audit_report = None
   if audit:
     train_images = train.load_images(config, config.dataset.split)
-    use_same = extractor is not None and fg is not None
+    if audit_features is None and extractors:
+      audit_features = (extractors[0], None)
+    audit_ext, audit_fg = audit_features or (None, None)
     audit_report = audit_lib.memorisation_audit(
-        gen, train_images, extractor, percentile=audit_percentile, out_dir=out_dir,
-        generated_features=fg if use_same else None)
+        gen, train_images, audit_ext, percentile=audit_percentile,
+        out_dir=out_dir, generated_features=audit_fg)
     audit_report['train_split'] = config.dataset.split
     logging.info('Audit: %d of %d generated images suspiciously close.',
                  audit_report['num_suspicious'], len(gen))

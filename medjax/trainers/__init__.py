@@ -13,6 +13,8 @@ A task is built from the config and provides pure functions the loop jits:
   check_data(labels, label_names)        optional: the training data fit
   eval_split: str | None                 split for `evaluate`, or None
   evaluate(state, images) -> {name: float}   validation on whole images
+                                         (the classifier reads the split's
+                                         labels itself)
   best_metric: str | None                the `evaluate` key (higher better)
                                          that picks the kept best checkpoint
 """
@@ -38,6 +40,9 @@ def get_task(config: ml_collections.ConfigDict, inference: bool = False):
   if config.model.name == 'stargan':
     from medjax.trainers import stargan  # pylint: disable=g-import-not-at-top
     return stargan.StarGANTask(config)
+  if config.model.name == 'classifier':
+    from medjax.trainers import classifier  # pylint: disable=g-import-not-at-top
+    return classifier.ClassifierTask(config)
   if config.model.name in config_lib.SR_MODELS:
     from medjax.trainers import sr  # pylint: disable=g-import-not-at-top
     return sr.SRTask(config, inference=inference)
