@@ -176,6 +176,10 @@ def base_config() -> ml_collections.ConfigDict:
       # With pytorch-fid's Inception (python -m medjax.weights convert
       # --kind=inception_fid ...): FID and KID too, every evaluation.
       eval_inception_weights='',
+      # A trained medjax classifier run (configs/classifier_brain.py): the
+      # domain Frechet distance and KID on its penultimate features
+      # (fd_classifier, kd_classifier) join the periodic evaluation.
+      eval_classifier_workdir='',
   ))
 
   # Classifier training (medjax.trainers.classifier): softmax cross-entropy

@@ -211,9 +211,18 @@ def test_extractor_features_and_card(cls_run):
       'FD_classifier:mni_brain_phantom:cls')
 
 
-def test_gan_evaluation_on_classifier_features(cls_run, data_dir):
+def test_gan_evaluation_on_classifier_features(cls_run, data_dir, caplog):
   gan_wd = os.path.join(os.path.dirname(cls_run), 'gan')
-  train.train_and_evaluate(tiny_config(data_dir, num_train_steps=2), gan_wd)
+  caplog.set_level('INFO')
+  # Periodic evaluation during training includes the domain FD/KD.
+  train.train_and_evaluate(tiny_config(data_dir, num_train_steps=2, **{
+      'gan.eval_split': 'test', 'eval_every_steps': 2,
+      'gan.eval_num_samples': 4, 'gan.eval_classifier_workdir': cls_run}),
+                           gan_wd)
+  line = [r.message for r in caplog.records
+          if r.message.startswith('Validation at step 2')]
+  assert line and 'fd_classifier=' in line[0] and 'kd_classifier=' in line[0]
+  assert 'fid=' not in line[0] and 'nan' not in line[0]
   report = generative.evaluate_generator(
       gan_wd, num_samples=12, metrics=('fid', 'kid', 'precision_recall'),
       classifier_workdir=cls_run, num_bootstrap=3, audit=False)

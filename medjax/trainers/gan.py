@@ -110,12 +110,19 @@ class GANTask:
     g = config.gan
     self.eval_split = g.eval_split or None
     self.eval_num_samples = g.eval_num_samples
-    self._inception = None
-    if g.eval_inception_weights:
+    # Feature spaces of the periodic distribution metrics: (Frechet key,
+    # KID key) -> extractor, loaded now so a wrong path fails at set-up.
+    # "FID" only for pytorch-fid's Inception.
+    self._extractors = {}
+    if g.eval_inception_weights or g.eval_classifier_workdir:
       from medjax.metrics import features  # pylint: disable=g-import-not-at-top
-      # Loaded now: a wrong path fails at set-up with the file to get.
-      self._inception = features.InceptionExtractor(g.eval_inception_weights)
-    self._real_features = None
+      if g.eval_inception_weights:
+        self._extractors[('fid', 'kid')] = features.InceptionExtractor(
+            g.eval_inception_weights)
+      if g.eval_classifier_workdir:
+        self._extractors[('fd_classifier', 'kd_classifier')] = (
+            features.ClassifierExtractor(g.eval_classifier_workdir))
+    self._real_features = {}  # The real images never change.
 
   # Generators have no "best" checkpoint: lower SWD is not better samples.
   best_metric = None
@@ -214,7 +221,9 @@ class GANTask:
       to the real distribution), 'ms_ssim_diversity' of generated samples
       and 'ms_ssim_diversity_real' of real images (lower = more diverse)};
       with `gan.eval_inception_weights` also 'fid' and 'kid' (clean-fid's
-      mean over subsets) on pytorch-fid's features. With few samples they are
+      mean over subsets) on pytorch-fid's features, with
+      `gan.eval_classifier_workdir` 'fd_classifier' and 'kd_classifier' on
+      that classifier's penultimate features. With few samples they are
       biased upwards: compare runs at equal `gan.eval_num_samples`, and use
       `medjax.evaluate` (cards, CIs) for reported numbers.
     """
@@ -233,14 +242,14 @@ class GANTask:
     out = {'swd_x1e3': swd.sliced_wasserstein(real, fake).average,
            'ms_ssim_diversity': div['generated'].mean,
            'ms_ssim_diversity_real': div['real'].mean}
-    if self._inception is not None:
+    if self._extractors:
       from medjax.metrics import distribution  # pylint: disable=g-import-not-at-top
-      if self._real_features is None:  # The real images never change.
-        self._real_features = self._inception(real)
-      fake_features = self._inception(fake)
-      out['fid'] = distribution.fid_from_features(self._real_features,
-                                                  fake_features)
-      out['kid'] = distribution.kid(self._real_features, fake_features)[0]
+    for (fd_key, kd_key), extractor in self._extractors.items():
+      if fd_key not in self._real_features:
+        self._real_features[fd_key] = extractor(real)
+      real_f, fake_f = self._real_features[fd_key], extractor(fake)
+      out[fd_key] = distribution.fid_from_features(real_f, fake_f)
+      out[kd_key] = distribution.kid(real_f, fake_f)[0]
     return out
 
   def visual_inputs(self, rng: jax.Array, eval_images=None) -> jax.Array:
