@@ -120,6 +120,23 @@ def test_fast_weight_gradient_equals_xla(h, k, s, pad, d, cin, cout):
       rtol=1e-5, atol=1e-5 * np.abs(want_dw).max())
 
 
+@pytest.mark.parametrize('h,k,s,pad,transposed', [
+    (8, 4, 2, (1, 1), False), (9, 4, 2, (2, 1), False), (8, 6, 3, (1, 2), False),
+    (4, 4, 2, (2, 2), True), (5, 6, 3, (3, 4), True), (3, 4, 2, (3, 3), True)])
+def test_strided_and_transposed_rewrites_equal_xla(h, k, s, pad, transposed):
+  """Space-to-depth (strided) and phase (transposed) forms: same values."""
+  x = jax.random.normal(jax.random.key(0), (2, h, h + 2, 3))
+  w = jax.random.normal(jax.random.key(1), (k, k, 3, 4))
+  dn = ('NHWC', 'HWIO', 'NHWC')
+  strides, dil = ((1, 1), (s, s)) if transposed else ((s, s), (1, 1))
+  want = lax.conv_general_dilated(x, w, strides, (pad, pad), lhs_dilation=dil,
+                                  dimension_numbers=dn)
+  got = (conv._transposed_as_phases(x, w, dil, (pad, pad), None) if transposed
+         else conv._strided_as_stride1(x, w, strides, (pad, pad), None))
+  assert got is not None  # These shapes take the rewrite.
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
 def test_validate_accepts_tiny_test_config(tmp_path):
   from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
   config_lib.validate(tiny_config(str(tmp_path)))
