@@ -259,3 +259,11 @@ def test_periodic_fid_and_kid_with_inception_weights(data_dir, tmp_path,
           if r.message.startswith('Validation at step 1')]
   assert line and 'fid=' in line[0] and 'kid=' in line[0], caplog.text[-2000:]
   assert 'nan' not in line[0]
+
+
+def test_tasks_refuse_datasets_with_more_classes_than_the_model():
+  from medjax import trainers  # pylint: disable=g-import-not-at-top
+  labels = np.array([0, 3, 1])
+  assert trainers.check_num_classes(labels, ('a', 'b'), 4) == 4
+  with pytest.raises(ValueError, match='6 classes.*num_classes is 4'):
+    trainers.check_num_classes(np.array([0, 5]), (), 4)

@@ -70,3 +70,21 @@ def make_optimizer(o: ml_collections.ConfigDict,
   if o.name == 'sgd':
     return optax.sgd(lr, momentum=o.momentum or None)
   raise ValueError(f'optimizer.name={o.name!r}; expected "adam" or "sgd"')
+
+
+def check_num_classes(labels, label_names, num_classes: int) -> int:
+  """The dataset's class count; ValueError if it exceeds `num_classes`.
+
+  Args:
+    labels: the training labels (int array).
+    label_names: the dataset's class names (may be empty).
+    num_classes: `model.num_classes`.
+
+  Returns:
+    The number of classes: the larger of len(label_names) and max label + 1.
+  """
+  n = max(len(label_names), int(labels.max()) + 1)
+  if n > num_classes:
+    raise ValueError(f'the dataset has {n} classes ({label_names}) but '
+                     f'model.num_classes is {num_classes}')
+  return n

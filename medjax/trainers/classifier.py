@@ -152,10 +152,7 @@ class ClassifierTask:
 
   def check_data(self, labels, label_names) -> None:
     """The dataset must have at least 2 classes and at most num_classes."""
-    n = max(len(label_names), int(labels.max()) + 1)
-    if n > self.num_classes:
-      raise ValueError(f'the dataset has {n} classes ({label_names}) but '
-                       f'model.num_classes is {self.num_classes}')
+    n = trainers.check_num_classes(labels, label_names, self.num_classes)
     if n < 2:
       raise ValueError('the dataset has a single class (or no labels): '
                        'nothing to classify')

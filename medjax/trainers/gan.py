@@ -134,10 +134,7 @@ class GANTask:
   def check_data(self, labels, label_names) -> None:
     """Conditional models: the dataset's classes must fit num_classes."""
     if self.conditional:
-      n = max(len(label_names), int(labels.max()) + 1)
-      if n > self.num_classes:
-        raise ValueError(f'the dataset has {n} classes ({label_names}) but '
-                         f'model.num_classes is {self.num_classes}')
+      trainers.check_num_classes(labels, label_names, self.num_classes)
 
   def init(self, rng: jax.Array) -> GANState:
     """Fresh parameters and optimizer states."""
