@@ -69,23 +69,8 @@ def _get(config, dotted: str):
   return config.to_dict() if hasattr(config, 'to_dict') else config
 
 
-def _restore_any(workdir: str, checkpoint: str):
-  """(config, task, state, step, kind) of a run's chosen checkpoint."""
-  if checkpoint == 'best':
-    config, task, state, step = train.restore_best_or_latest(workdir)
-    kind = ('best' if os.path.isfile(os.path.join(workdir, train.BEST_FILE))
-            else 'latest')
-  elif checkpoint == 'latest':
-    config, task, state, step = train.restore_run(workdir)
-    kind = 'latest'
-  else:
-    config, task, state, step = train.restore_run(workdir, int(checkpoint))
-    kind = f'step {checkpoint}'
-  return config, task, state, step, kind
-
-
 def _restore(workdir: str, checkpoint: str):
-  config, task, state, step, kind = _restore_any(workdir, checkpoint)
+  config, task, state, step, kind = train.restore_checkpoint(workdir, checkpoint)
   if not isinstance(task, sr_lib.SRTask):
     raise ValueError(
         f'{workdir} is a {config.model.name!r} run; evaluate GAN runs with '
@@ -204,16 +189,12 @@ def evaluate_classifier(workdir: str, split: str | None = None,
     auc_<class> per class), 'card': how it was made}; JSON-serialisable
     (NaN as None).
   """
-  config, task, state, step, kind = _restore_any(workdir, checkpoint)
+  config, task, state, step, kind = train.restore_checkpoint(workdir, checkpoint)
   if config.model.name != 'classifier':
     raise ValueError(f'{workdir} is a {config.model.name!r} run, not a '
                      'classifier')
-  from medjax.data import pipeline  # pylint: disable=g-import-not-at-top
   split = split or config.classifier.eval_split or 'test'
-  images = train.load_images(config, split)
-  data = pipeline.load(config.dataset, split,
-                       resize=not config.dataset.degradation)
-  labels, names = data.labels, data.label_names
+  images, labels, names = train.load_images(config, split, with_labels=True)
   if num_images:
     images, labels = images[:num_images], labels[:num_images]
   probs, _ = task.predict(state, images, batch_size)

@@ -100,25 +100,30 @@ def batch_transform(dataset: ml_collections.ConfigDict):
 
 
 def load_images(config: ml_collections.ConfigDict, split: str,
-                batch_size: int = 64) -> np.ndarray:
+                batch_size: int = 64, with_labels: bool = False):
   """A whole split as uint8 (N, H, W, C), transformed as training images are.
 
   Args:
     config: the experiment config (its `dataset` block).
     split: the split.
     batch_size: images per device call of the transform (memory only).
+    with_labels: also return the split's labels and class names.
 
   Returns:
-    The images, on the host.
+    The images, on the host; with `with_labels`, (images, labels (N,),
+    label names) from the same read.
   """
   transform = batch_transform(config.dataset)
   data = pipeline.load(config.dataset, split, resize=transform is None)
-  if transform is None:
-    return data.images
-  # Random parts of a spec draw from a fixed key: validation is repeatable.
-  fn = jax.jit(lambda x: transform(x, jax.random.key(0)))
-  return np.concatenate([np.asarray(fn(data.images[i:i + batch_size]))
-                         for i in range(0, len(data.images), batch_size)])
+  images = data.images
+  if transform is not None:
+    # Random parts of a spec draw from a fixed key: validation is repeatable.
+    fn = jax.jit(lambda x: transform(x, jax.random.key(0)))
+    images = np.concatenate([np.asarray(fn(data.images[i:i + batch_size]))
+                             for i in range(0, len(data.images), batch_size)])
+  if with_labels:
+    return images, data.labels, data.label_names
+  return images
 
 
 def _restore_state(directory: str, task, step: int | None
@@ -194,6 +199,31 @@ def make_train_step(task, transform, step_root: jax.Array,
   # One dispatch instead of one eager op per metric field and step.
   merge = jax.jit(lambda a, b: a.merge(b))
   return train_step, merge
+
+
+def restore_checkpoint(workdir: str, checkpoint: str | int = 'best'):
+  """`restore_run` of a checkpoint chosen as the commands' flags name it.
+
+  Args:
+    workdir: a training run directory.
+    checkpoint: 'best' (the best-validation checkpoint, else the latest),
+      'latest', or a step number (int or digits).
+
+  Returns:
+    (config, task, state, step, kind): kind is 'best', 'latest' or
+    'step N', for cards and metadata.
+  """
+  if checkpoint == 'best':
+    config, task, state, step = restore_best_or_latest(workdir)
+    kind = ('best' if os.path.isfile(os.path.join(workdir, BEST_FILE))
+            else 'latest')
+  elif checkpoint == 'latest':
+    config, task, state, step = restore_run(workdir)
+    kind = 'latest'
+  else:
+    config, task, state, step = restore_run(workdir, int(checkpoint))
+    kind = f'step {checkpoint}'
+  return config, task, state, step, kind
 
 
 def restore_best_or_latest(workdir: str, inference: bool = True):

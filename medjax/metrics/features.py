@@ -221,17 +221,8 @@ class ClassifierExtractor(Extractor):
     if config.model.name != 'classifier':
       raise ValueError(f'{workdir} is a {config.model.name!r} run, not a '
                        'classifier (model.name="classifier")')
-    if checkpoint == 'best':
-      _, self.task, self.state, step = train.restore_best_or_latest(workdir)
-      kind = ('best' if os.path.isfile(os.path.join(workdir, train.BEST_FILE))
-              else 'latest')
-    elif checkpoint == 'latest':
-      _, self.task, self.state, step = train.restore_run(workdir)
-      kind = 'latest'
-    else:
-      _, self.task, self.state, step = train.restore_run(workdir,
-                                                         int(checkpoint))
-      kind = f'step {checkpoint}'
+    _, self.task, self.state, step, kind = train.restore_checkpoint(
+        workdir, checkpoint)
     self.config = config
     self.workdir = os.path.abspath(workdir)
     self.step = int(step)
