@@ -85,6 +85,65 @@ def environment() -> dict[str, Any]:
   }
 
 
+# Dense bfloat16 peak of one chip in TFLOP/s (vendor data sheets, no
+# sparsity), by `device_kind` prefix: the denominator of model FLOP
+# utilisation, as the performance issue defines it (XLA's FLOP count of the
+# step over its measured time, against the bf16 peak, whatever the compute
+# dtype). H100 SXM and H200 share the H100 SXM's tensor cores (989.4); the
+# PCIe H100 runs at lower clocks (756).
+PEAK_BF16_TFLOPS = (
+    ('NVIDIA H100 PCIe', 756.0), ('NVIDIA H100 NVL', 835.0),
+    ('NVIDIA H100', 989.4), ('NVIDIA H200', 989.4), ('NVIDIA GH200', 989.4),
+    ('NVIDIA A100', 312.0), ('NVIDIA L4', 121.0),
+    ('TPU v4', 275.0), ('TPU v5 lite', 197.0), ('TPU v5e', 197.0),
+    ('TPU v5p', 459.0), ('TPU v5', 459.0), ('TPU v6 lite', 918.0),
+    ('TPU v6e', 918.0),
+)
+
+
+def peak_tflops(device_kind: str | None = None) -> float | None:
+  """The bf16 peak of `device_kind` (default: this process's first device).
+
+  Returns:
+    TFLOP/s, or None for a device not in `PEAK_BF16_TFLOPS` (e.g. CPUs,
+    whose peak depends on the core count and vector units).
+  """
+  kind = device_kind or jax.devices()[0].device_kind
+  env = os.environ.get('MEDJAX_PEAK_TFLOPS')
+  if env:
+    return float(env)
+  for prefix, value in PEAK_BF16_TFLOPS:
+    if kind.startswith(prefix):
+      return value
+  return None
+
+
+def utilisation(flops: float, seconds: float,
+                device_kind: str | None = None) -> dict[str, Any]:
+  """Achieved TFLOP/s and model FLOP utilisation of one timed call.
+
+  Args:
+    flops: XLA's FLOP count of the call (`compile_timed`); the benches
+      compile for one device, so this is one chip's work.
+    seconds: measured seconds per call.
+    device_kind: the chip (default: this process's first device).
+
+  Returns:
+    {'tflops_achieved', 'peak_bf16_tflops', 'mfu'}: MFU is achieved over
+    peak; None where the peak is unknown
+    (`MEDJAX_PEAK_TFLOPS` sets it by hand).
+  """
+  achieved = flops / seconds / 1e12
+  peak = peak_tflops(device_kind)
+  return {'tflops_achieved': achieved, 'peak_bf16_tflops': peak,
+          'mfu': achieved / peak if peak else None}
+
+
+def percent(fraction: float | None) -> str:
+  """'12.3%' for a table cell; '-' where the value is unknown."""
+  return '-' if fraction is None else f'{100 * fraction:.1f}%'
+
+
 def compile_timed(jitted, *args) -> tuple[Any, float, float, dict]:
   """Lowers and compiles `jitted` for `args`.
 

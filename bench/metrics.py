@@ -13,40 +13,45 @@ TensorFlow. Record results with the device and date in docs/benchmarks.md.
 """
 
 import argparse
-import datetime
 import json
+import os
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from medjax.metrics import features
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # pylint: disable=wrong-import-position
+
+from medjax.metrics import features  # pylint: disable=g-import-not-at-top
 from medjax.metrics import image as image_metrics
 from medjax.metrics import lpips
 from medjax.models import inception
 
 
-def _time(fn, args, iters: int, warmup: int) -> tuple[float, float]:
-  """(compile seconds, seconds per call) of a jitted fn."""
-  t = time.perf_counter()
-  compiled = jax.jit(fn).lower(*args).compile()
-  compile_s = time.perf_counter() - t
+def _time(fn, args, iters: int, warmup: int) -> dict:
+  """Compiles and times a jitted fn; returns its timing fields."""
+  compiled, compile_s, flops, _ = benchlib.compile_timed(jax.jit(fn), *args)
   for _ in range(warmup):
     jax.block_until_ready(compiled(*args))
   t = time.perf_counter()
   for _ in range(iters):
     out = compiled(*args)
   jax.block_until_ready(out)
-  return compile_s, (time.perf_counter() - t) / iters
+  step_s = (time.perf_counter() - t) / iters
+  return {'step_s': step_s, 'compile_s': compile_s, 'flops': flops,
+          **benchlib.utilisation(flops, step_s)}
 
 
-def _row(case, batch, dtype, compile_s, step_s, **extra):
+def _row(case, batch, dtype, timing):
+  step_s = timing.pop('step_s')
+  flops = timing.pop('flops')
   return {'bench': 'metrics', 'case': case, 'batch': batch, 'dtype': dtype,
           'images_per_s': batch / step_s, 'step_ms': 1e3 * step_s,
-          'compile_s': compile_s, 'device': jax.devices()[0].device_kind,
-          'backend': jax.default_backend(), 'jax': jax.__version__,
-          'date': datetime.date.today().isoformat(), **extra}
+          'gflop_per_image': flops / batch / 1e9, **timing,
+          **benchlib.peak_memory(), **benchlib.environment()}
 
 
 def bench_inception(batch: int, dtype: str, iters: int, warmup: int) -> dict:
@@ -55,16 +60,16 @@ def bench_inception(batch: int, dtype: str, iters: int, warmup: int) -> dict:
   x = jnp.asarray(np.random.default_rng(0).uniform(
       -1, 1, (batch, 299, 299, 3)).astype(np.float32))
   fn = lambda p, x: model.apply({'params': p}, x)
-  compile_s, step_s = _time(fn, (params, x), iters, warmup)
-  return _row('inception_fid', batch, dtype, compile_s, step_s)
+  return _row('inception_fid', batch, dtype,
+              _time(fn, (params, x), iters, warmup))
 
 
 def bench_ssim(batch: int, iters: int, warmup: int) -> dict:
   rng = np.random.default_rng(0)
   a = jnp.asarray(rng.integers(0, 256, (batch, 256, 256, 1), np.uint8))
   b = jnp.asarray(rng.integers(0, 256, (batch, 256, 256, 1), np.uint8))
-  compile_s, step_s = _time(image_metrics.ssim, (a, b), iters, warmup)
-  return _row('ssim_256', batch, 'float32', compile_s, step_s)
+  return _row('ssim_256', batch, 'float32',
+              _time(image_metrics.ssim, (a, b), iters, warmup))
 
 
 def bench_lpips(net: str, batch: int, iters: int, warmup: int) -> dict:
@@ -72,11 +77,11 @@ def bench_lpips(net: str, batch: int, iters: int, warmup: int) -> dict:
   rng = np.random.default_rng(0)
   a = jnp.asarray(rng.uniform(-1, 1, (batch, 64, 64, 3)).astype(np.float32))
   b = jnp.asarray(rng.uniform(-1, 1, (batch, 64, 64, 3)).astype(np.float32))
-  compile_s, step_s = _time(lambda a, b: metric(a, b), (a, b), iters, warmup)
-  return _row(f'lpips_{net}_64', batch, 'float32', compile_s, step_s)
+  return _row(f'lpips_{net}_64', batch, 'float32',
+              _time(lambda a, b: metric(a, b), (a, b), iters, warmup))
 
 
-def main():
+def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--inception_batch', type=int, default=256)
   parser.add_argument('--dtypes', nargs='+', default=['float32', 'bfloat16'])
@@ -86,7 +91,7 @@ def main():
                       default=['inception_fid', 'ssim', 'lpips'])
   parser.add_argument('--iters', type=int, default=10)
   parser.add_argument('--warmup', type=int, default=2)
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   rows = []
   if 'inception_fid' in args.cases:
     rows += [bench_inception(args.inception_batch, d, args.iters, args.warmup)
@@ -98,12 +103,13 @@ def main():
              for n in ('alex', 'vgg')]
   for r in rows:
     print(json.dumps(r), flush=True)
-  print('\n| case | batch | dtype | img/s | step ms | compile s | device |\n'
-        '|---|---|---|---|---|---|---|')
+  print('\n| case | batch | dtype | img/s | step ms | compile s | MFU | '
+        'device |\n|---|---|---|---|---|---|---|---|')
   for r in rows:
     print(f"| {r['case']} | {r['batch']} | {r['dtype']} | "
           f"{r['images_per_s']:.1f} | {r['step_ms']:.1f} | "
-          f"{r['compile_s']:.1f} | {r['device']} |")
+          f"{r['compile_s']:.1f} | {benchlib.percent(r['mfu'])} | "
+          f"{r['device']} |")
 
 
 if __name__ == '__main__':

@@ -20,9 +20,11 @@ line each, then a short table:
              `to_global` + block_until_ready (the host-to-device copy).
   step       the train step fed the way train.py's loop feeds it, per
              source: `synthetic` (one fixed batch already on the device),
-             `real` (next(iterator) -> to_global every step), and with
-             --device_prefetch K also `real_prefetch` (K batches put on the
-             device ahead of the step: the suggested fix, for comparison).
+             `real` (train.py's `pipeline.DevicePrefetch` over the grain
+             iterator: `device_prefetch` batches put on the device ahead,
+             the config's, 2 by default; `--config.device_prefetch=K` sets
+             it), and where that is above 0 also `real_unprefetched` (each
+             batch put when the step asks for it, for comparison).
              Each loop also does train.py's per-step metric merge;
              timed from the first to the last step's result.
   end_to_end real / synthetic step time, compile time (lower + compile of
@@ -39,7 +41,6 @@ date in docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
 import statistics
@@ -59,7 +60,7 @@ from medjax import train  # pylint: disable=wrong-import-position
 from medjax import trainers  # pylint: disable=wrong-import-position
 from medjax.data import pipeline  # pylint: disable=wrong-import-position
 
-SOURCES = ('synthetic', 'real', 'real_prefetch')
+SOURCES = ('synthetic', 'real', 'real_unprefetched')
 
 
 class Setup:
@@ -133,48 +134,35 @@ def measure_host(setup: Setup, batches: int, warmup: int,
   }
 
 
-def _feed(setup: Setup, source: str, fixed, device_prefetch: int):
-  """An endless iterator of global batches, and (next, put) timers."""
+def _feed(setup: Setup, source: str, fixed):
+  """An endless iterator of global batches, and its (next, put) timers.
+
+  `real` reads as train.py's loop does: `pipeline.DevicePrefetch` over the
+  grain iterator with the config's `device_prefetch`; `real_unprefetched`
+  the same with none (each batch put when the step asks for it).
+  """
   timers = {'next': 0.0, 'put': 0.0}
   if source == 'synthetic':
     def fixed_batches():
       while True:
         yield fixed
     return fixed_batches(), timers
-  it = setup.iterator()
+
+  def put(host):
+    t = time.perf_counter()
+    batch = pipeline.to_global(host, setup.data_sharding)
+    timers['put'] += time.perf_counter() - t
+    return batch
+  size = setup.config.device_prefetch if source == 'real' else 0
+  it = pipeline.DevicePrefetch(setup.iterator(), put, size)
 
   def timed_next():
     while True:
       t = time.perf_counter()
-      host = next(it)
-      t1 = time.perf_counter()
-      batch = pipeline.to_global(host, setup.data_sharding)
-      timers['next'] += t1 - t
-      timers['put'] += time.perf_counter() - t1
-      yield batch
-  if source == 'real':
-    return timed_next(), timers
-  # real_prefetch: the puts happen inside the queue's refills.
-  return _device_prefetch_timed(it, setup, device_prefetch, timers), timers
-
-
-def _device_prefetch_timed(it, setup, depth, timers):
-  """Batches put on the device `depth` steps ahead of their use."""
-  def host():
-    while True:
-      t = time.perf_counter()
       batch = next(it)
-      timers['next'] += time.perf_counter() - t
+      timers['next'] += time.perf_counter() - t  # Includes the puts.
       yield batch
-  queue = collections.deque()
-  host_it = host()
-  while True:
-    while len(queue) < depth + 1:
-      b = next(host_it)
-      t = time.perf_counter()
-      queue.append(pipeline.to_global(b, setup.data_sharding))
-      timers['put'] += time.perf_counter() - t
-    yield queue.popleft()
+  return timed_next(), timers
 
 
 def run_steps(setup: Setup, batches: Iterator, n: int) -> tuple[float, float]:
@@ -202,15 +190,16 @@ def synthetic_batch(setup: Setup) -> dict[str, jax.Array]:
   return jax.block_until_ready(pipeline.to_global(host, setup.data_sharding))
 
 
-def measure_steps(setup: Setup, steps: int, warmup: int, repeats: int = 1,
-                  device_prefetch: int = 0) -> list[dict[str, Any]]:
+def measure_steps(setup: Setup, steps: int, warmup: int, repeats: int = 1
+                  ) -> list[dict[str, Any]]:
   """Step rows (one per source) and the end_to_end summary row."""
   fixed = synthetic_batch(setup)
   compiled, compile_s, flops, memory = benchlib.compile_timed(
       setup.train_step, setup.state, fixed, 1, setup.consts)
   del compiled  # setup.train_step reuses it, as train.py's jit would.
-  sources = SOURCES if device_prefetch else SOURCES[:2]
-  feeds = {s: _feed(setup, s, fixed, device_prefetch) for s in sources}
+  prefetch = setup.config.device_prefetch
+  sources = SOURCES if prefetch else SOURCES[:2]
+  feeds = {s: _feed(setup, s, fixed) for s in sources}
   for batches, _ in feeds.values():
     run_steps(setup, batches, warmup)
   times = {s: [] for s in sources}
@@ -239,11 +228,11 @@ def measure_steps(setup: Setup, steps: int, warmup: int, repeats: int = 1,
     n = steps * repeats
     rows.append({
         **common, 'measure': 'step', 'source': s,
-        'device_prefetch': device_prefetch if s == 'real_prefetch' else 0,
+        'device_prefetch': prefetch if s == 'real' else 0,
         'images_per_s': b / step_s, 'step_ms': 1e3 * step_s,
         'step_ms_runs': [1e3 * x for x in times[s]],
         'host_loop_ms': 1e3 * statistics.median(loops[s]),
-        'host_next_ms': 1e3 * host[s]['next'] / n,
+        'host_next_ms': 1e3 * (host[s]['next'] - host[s]['put']) / n,
         'host_put_ms': 1e3 * host[s]['put'] / n,
         **benchlib.environment()})
   synthetic, real = rows[0]['step_ms'], rows[1]['step_ms']
@@ -254,9 +243,10 @@ def measure_steps(setup: Setup, steps: int, warmup: int, repeats: int = 1,
       'compile_s': compile_s, 'gflop_per_image': flops / b / 1e9,
       **{f'step_{k}': v for k, v in memory.items()},
       **benchlib.peak_memory(), **benchlib.environment()}
-  if device_prefetch:
-    summary['real_prefetch_step_ms'] = rows[2]['step_ms']
-    summary['real_prefetch_ratio'] = rows[2]['step_ms'] / synthetic
+  summary['device_prefetch'] = prefetch
+  if prefetch:
+    summary['real_unprefetched_step_ms'] = rows[2]['step_ms']
+    summary['real_unprefetched_ratio'] = rows[2]['step_ms'] / synthetic
   return rows + [summary]
 
 
@@ -274,9 +264,6 @@ def main(argv=None):
   parser.add_argument('--host_threads', type=int, nargs='*', default=None,
                       help='grain worker threads to sweep; default: the '
                            "pipeline's own (pipeline.NUM_THREADS)")
-  parser.add_argument('--device_prefetch', type=int, default=0,
-                      help='also time the real source with K batches put on '
-                           'the device ahead (0: not)')
   parser.add_argument('--skip_steps', action='store_true',
                       help='host pipeline only')
   parser.add_argument('--vgg_weights', default='random_vgg',
@@ -297,8 +284,7 @@ def main(argv=None):
     print(json.dumps(row), flush=True)
     rows.append(row)
   if not args.skip_steps:
-    for row in measure_steps(setup, args.steps, args.warmup, args.repeats,
-                             args.device_prefetch):
+    for row in measure_steps(setup, args.steps, args.warmup, args.repeats):
       print(json.dumps(row), flush=True)
       rows.append(row)
   print('\n| measure | model | batch | grain threads/buffer or source | '

@@ -9,7 +9,9 @@ loss runs through VGG19 with random weights unless --vgg_weights names the
 converted file (the timing does not depend on the values).
 
 Prints one JSON line per measurement (images/s, step ms, compile s, model
-FLOPs per image from XLA's cost analysis, XLA's memory analysis of the step,
+FLOPs per image from XLA's cost analysis and the model FLOP utilisation
+against the chip's bf16 peak (benchlib.PEAK_BF16_TFLOPS; unknown on CPUs),
+XLA's memory analysis of the step,
 peak memory: the device's where it reports one, else the process's peak RSS,
 and the host load average) and a short table. Any config key can be
 overridden as for medjax.main (`--config.model.g_features=(64,32)`). Runs on
@@ -34,8 +36,33 @@ from medjax import config_lib  # pylint: disable=wrong-import-position
 from medjax import trainers  # pylint: disable=wrong-import-position
 
 
-def measure(config, batch_size: int, steps: int, warmup: int) -> dict:
-  """Compiles and times `steps` train steps; returns the measurement."""
+def step_config(config_argv, dtype: str, vgg_weights: str = 'random_vgg'):
+  """The config a step is timed with: the flags' config in `dtype`.
+
+  SR configs train on HR crops, so their images are made crop-sized (the
+  crop is then the whole image), and the VGG content loss uses
+  `vgg_weights` ('random_vgg': random weights, same speed).
+  """
+  config = benchlib.load_config(config_argv)
+  config.model.dtype = dtype
+  if config.model.name in config_lib.SR_MODELS and config.sr.hr_crop:
+    config.dataset.image_size = config.sr.hr_crop
+    if config.sr.content_loss == 'vgg':
+      config.sr.vgg_weights = vgg_weights
+  return config
+
+
+def build(config, batch_size: int):
+  """The task's jitted train step (state donated), a state and a batch.
+
+  Args:
+    config: a validated-on-call experiment config.
+    batch_size: images per step.
+
+  Returns:
+    (jitted step(state, batch, rng) -> (state, metrics), state, batch): the
+    batch is random uint8 images of the config's size, already on the device.
+  """
   config_lib.validate(config)
   task = trainers.get_task(config)
   state = jax.jit(task.init)(jax.random.key(0))
@@ -46,6 +73,12 @@ def measure(config, batch_size: int, steps: int, warmup: int) -> dict:
   consts = task.consts()
   step = jax.jit(lambda s, b, r: task.train_step(s, b, r, consts),
                  donate_argnums=0)
+  return step, state, batch
+
+
+def measure(config, batch_size: int, steps: int, warmup: int) -> dict:
+  """Compiles and times `steps` train steps; returns the measurement."""
+  step, state, batch = build(config, batch_size)
   compiled, compile_s, flops, memory = benchlib.compile_timed(
       step, state, batch, jax.random.key(0))
   for i in range(warmup):
@@ -62,6 +95,7 @@ def measure(config, batch_size: int, steps: int, warmup: int) -> dict:
       'dtype': config.model.dtype, 'images_per_s': batch_size / step_s,
       'step_ms': 1e3 * step_s, 'compile_s': compile_s,
       'gflop_per_image': flops / batch_size / 1e9,
+      **benchlib.utilisation(flops, step_s),
       **{f'step_{k}': v for k, v in memory.items()},
       **benchlib.peak_memory(), **benchlib.environment(),
   }
@@ -79,22 +113,18 @@ def main(argv=None):
   rows = []
   for dtype in args.dtypes:
     for batch_size in args.batch_size:
-      config = benchlib.load_config(config_argv)
-      config.model.dtype = dtype
-      if config.model.name in config_lib.SR_MODELS and config.sr.hr_crop:
-        config.dataset.image_size = config.sr.hr_crop
-        if config.sr.content_loss == 'vgg':
-          config.sr.vgg_weights = args.vgg_weights
+      config = step_config(config_argv, dtype, args.vgg_weights)
       row = measure(config, batch_size, args.steps, args.warmup)
       print(json.dumps(row), flush=True)
       rows.append(row)
   print('\n| model | size | batch | dtype | img/s | step ms | compile s | '
-        'GFLOP/img | peak MB | device |\n|---|---|---|---|---|---|---|---|---|'
-        '---|')
+        'GFLOP/img | MFU | peak MB | device |\n|---|---|---|---|---|---|---|'
+        '---|---|---|')
   for r in rows:
     print(f"| {r['model']} | {r['image_size']} | {r['batch']} | {r['dtype']} "
           f"| {r['images_per_s']:.1f} | {r['step_ms']:.1f} | "
           f"{r['compile_s']:.1f} | {r['gflop_per_image']:.2f} | "
+          f"{benchlib.percent(r['mfu'])} | "
           f"{r['peak_memory_mb']:.0f} ({r['peak_memory_source'].split()[0]})"
           f" | {r['device']} |")
   return rows

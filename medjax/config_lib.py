@@ -20,7 +20,7 @@ from ml_collections import config_dict
 RUN_CONTROL_KEYS = frozenset({
     'num_train_steps', 'log_every_steps', 'checkpoint_every_steps',
     'sample_every_steps', 'keep_checkpoints', 'dataset.data_dir',
-    'num_sample_images', 'eval_every_steps',
+    'num_sample_images', 'eval_every_steps', 'device_prefetch',
 })
 
 # model.name -> task kind (medjax.trainers.get_task).
@@ -46,6 +46,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 500
   c.sample_every_steps = 500
   c.keep_checkpoints = 3
+  # Batches copied to the devices ahead of the step that uses them (the
+  # host-to-device copy then overlaps device work); the data order and the
+  # checkpointed data position do not depend on it.
+  c.device_prefetch = 2
   c.num_sample_images = 64  # Images in the periodic sample grid.
   # Validation (tasks that have it, e.g. SR: PSNR/SSIM on sr.eval_split).
   c.eval_every_steps = 1000
@@ -258,6 +262,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
               'eval_every_steps'):
     if config[key] <= 0:
       raise ValueError(f'{key} must be positive, got {config[key]}')
+  if config.device_prefetch < 0:
+    raise ValueError(f'device_prefetch must be >= 0, got '
+                     f'{config.device_prefetch}')
 
 
 def flatten(config: ml_collections.ConfigDict | dict,

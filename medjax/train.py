@@ -7,6 +7,7 @@ Model-specific code lives in `medjax.trainers` (the task protocol is in its
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -293,9 +294,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                data.description.splitlines()[0] if data.description else '')
   if hasattr(task, 'check_data'):
     task.check_data(data.labels, data.label_names)
-  iterator = pipeline.make_iterator(
-      data, config.batch_size, config.seed, jax.process_index(),
-      jax.process_count())
+  iterator = pipeline.DevicePrefetch(
+      pipeline.make_iterator(data, config.batch_size, config.seed,
+                             jax.process_index(), jax.process_count()),
+      functools.partial(pipeline.to_global, sharding=data_sharding),
+      config.device_prefetch)
   # Validation images; tasks without validation may still want fixed images
   # for their panels (`visual_split`).
   eval_images = None
@@ -381,7 +384,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   train_metrics = None
   t_first = time.perf_counter()
   for step in range(start + 1, config.num_train_steps + 1):
-    batch = pipeline.to_global(next(iterator), data_sharding)
+    batch = next(iterator)
     state, step_metrics = train_step(state, batch, step, consts)
     train_metrics = (step_metrics if train_metrics is None
                      else merge_metrics(train_metrics, step_metrics))

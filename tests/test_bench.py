@@ -24,7 +24,9 @@ def test_train_step_bench_times_the_srgan_step(tmp_path):
       'dataset.image_size': 16})
   row = bench.measure(config, batch_size=2, steps=1, warmup=0)
   assert row['model'] == 'srgan' and row['images_per_s'] > 0
-  assert row['gflop_per_image'] > 0
+  assert row['gflop_per_image'] > 0 and row['tflops_achieved'] > 0
+  # No bf16 peak is known for a CPU, so no utilisation is claimed there.
+  assert row['peak_bf16_tflops'] is None and row['mfu'] is None
 
 
 def test_metrics_bench_cases_run():
@@ -32,6 +34,19 @@ def test_metrics_bench_cases_run():
   for row in (bench.bench_ssim(2, iters=1, warmup=0),
               bench.bench_lpips('alex', 1, iters=1, warmup=0)):
     assert row['images_per_s'] > 0 and row['compile_s'] >= 0
+    assert row['gflop_per_image'] > 0 and 'mfu' in row
+
+
+def test_utilisation_uses_the_chip_peak(monkeypatch):
+  benchlib = _load('benchlib')
+  assert benchlib.peak_tflops('NVIDIA H100 80GB HBM3') == 989.4
+  assert benchlib.peak_tflops('NVIDIA H100 PCIe') == 756.0
+  assert benchlib.peak_tflops('NVIDIA H200') == 989.4
+  assert benchlib.peak_tflops('cpu') is None
+  u = benchlib.utilisation(2 * 989.4e12, 4.0, 'NVIDIA H200')
+  assert u['tflops_achieved'] == 2 * 989.4 / 4 and u['mfu'] == 0.5
+  monkeypatch.setenv('MEDJAX_PEAK_TFLOPS', '100')
+  assert benchlib.utilisation(50e12, 1.0, 'cpu')['mfu'] == 0.5
 
 
 def test_pipeline_bench_prints_host_step_and_end_to_end_rows(
@@ -40,18 +55,19 @@ def test_pipeline_bench_prints_host_step_and_end_to_end_rows(
   rows = bench.main([
       f'--config={os.path.join(REPO, "configs", "dcgan_brain.py")}',
       '--batch_size=4', '--steps=2', '--warmup=1', '--host_batches=2',
-      '--host_warmup=1', '--device_prefetch=1', *tiny_flags(data_dir)])
+      '--host_warmup=1', '--config.device_prefetch=1', *tiny_flags(data_dir)])
   lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()
            if line.startswith('{')]
   assert lines == json.loads(json.dumps(rows))
   by = {(r['measure'], r.get('source')): r for r in lines}
   assert set(by) == {('host', None), ('step', 'synthetic'), ('step', 'real'),
-                     ('step', 'real_prefetch'), ('end_to_end', None)}
+                     ('step', 'real_unprefetched'), ('end_to_end', None)}
   host = by['host', None]
   assert host['batch_shape'] == [4, 16, 16, 1] and host['images_per_s'] > 0
   assert host['pipeline_defaults'] and host['grain_num_threads'] >= 1
-  for source in ('synthetic', 'real', 'real_prefetch'):
+  for source in ('synthetic', 'real', 'real_unprefetched'):
     assert by['step', source]['step_ms'] > 0
+  assert by['step', 'real']['device_prefetch'] == 1
   e2e = by['end_to_end', None]
   for key in ('synthetic_step_ms', 'real_step_ms', 'ratio', 'compile_s',
               'peak_memory_mb', 'peak_memory_source', 'step_temp_mb',

@@ -1,8 +1,10 @@
 """Host pipeline: in-memory split, seeded epochs, checkpointable position."""
 
+import jax
 import numpy as np
 import pytest
 
+from medjax import checkpointing
 from medjax.data import pipeline
 from tests.conftest import tiny_config
 
@@ -84,3 +86,41 @@ def test_bad_batch_sizes():
     pipeline.make_iterator(_fake(12), 6, seed=0, process_count=4)
   with pytest.raises(ValueError, match='exceeds'):
     pipeline.make_iterator(_fake(4), 8, seed=0)
+
+
+def _prefetched(size, puts=None, **kw):
+  def put(batch):
+    if puts is not None:
+      puts.append(_ids(batch))
+    return {k: jax.device_put(v) for k, v in batch.items()}
+  return pipeline.DevicePrefetch(
+      pipeline.make_iterator(_fake(), 4, seed=3, **kw), put, size)
+
+
+@pytest.mark.parametrize('size', [0, 2])
+def test_device_prefetch_keeps_the_order_and_the_consumer_position(
+    size, tmp_path):
+  plain = pipeline.make_iterator(_fake(), 4, seed=3)
+  expected = [_ids(next(plain)) for _ in range(7)]
+  puts = []
+  it = _prefetched(size, puts)
+  got = [_ids(jax.device_get(next(it))) for _ in range(3)]
+  assert got == expected[:3]
+  assert len(puts) == 3 + size  # `size` batches already on the device.
+  # The saved position is after the batches handed out, not those read
+  # ahead: a resumed run continues with batch 4, as an uninterrupted one.
+  ckpt = checkpointing.Checkpointer(str(tmp_path / 'ckpt'))
+  ckpt.save(3, {'x': jax.numpy.zeros(2)}, it)
+  ckpt.wait()
+  assert [_ids(jax.device_get(next(it))) for _ in range(4)] == expected[3:]
+  resumed = _prefetched(size)
+  ckpt.restore(3, {'x': jax.ShapeDtypeStruct((2,), jax.numpy.float32)},
+               resumed)
+  ckpt.close()
+  assert [_ids(jax.device_get(next(resumed))) for _ in range(4)] == (
+      expected[3:])
+
+
+def test_device_prefetch_size_must_not_be_negative():
+  with pytest.raises(ValueError, match='>= 0'):
+    _prefetched(-1)
