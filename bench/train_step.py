@@ -34,6 +34,7 @@ import benchlib  # pylint: disable=wrong-import-position
 
 from medjax import config_lib  # pylint: disable=wrong-import-position
 from medjax import trainers  # pylint: disable=wrong-import-position
+from medjax.models import conv  # pylint: disable=wrong-import-position
 
 
 def step_config(config_argv, dtype: str, vgg_weights: str = 'random_vgg'):
@@ -108,20 +109,30 @@ def main(argv=None):
   parser.add_argument('--steps', type=int, default=10)
   parser.add_argument('--warmup', type=int, default=2)
   parser.add_argument('--vgg_weights', default='random_vgg')
+  parser.add_argument('--conv_forms', nargs='+', choices=conv.FORMS,
+                      default=['auto'],
+                      help="medjax.models.conv's equivalent convolution "
+                           "forms: 'auto' (CPU only), 'on', 'off' (plain "
+                           'lax); several are timed one after the other')
   args, config_argv = benchlib.parse_args(parser, argv,
                                           'configs/dcgan_brain.py')
   rows = []
-  for dtype in args.dtypes:
-    for batch_size in args.batch_size:
-      config = step_config(config_argv, dtype, args.vgg_weights)
-      row = measure(config, batch_size, args.steps, args.warmup)
-      print(json.dumps(row), flush=True)
-      rows.append(row)
-  print('\n| model | size | batch | dtype | img/s | step ms | compile s | '
+  for forms in args.conv_forms:
+    os.environ['MEDJAX_CONV_FORMS'] = forms  # Read when the step is traced.
+    for dtype in args.dtypes:
+      for batch_size in args.batch_size:
+        config = step_config(config_argv, dtype, args.vgg_weights)
+        row = measure(config, batch_size, args.steps, args.warmup)
+        row['conv_forms'] = forms
+        row['conv_forms_used'] = conv.forms_enabled()
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+  print('\n| model | size | batch | dtype | conv forms | img/s | step ms | compile s | '
         'GFLOP/img | MFU | peak MB | device |\n|---|---|---|---|---|---|---|'
-        '---|---|---|')
+        '---|---|---|---|---|')
   for r in rows:
     print(f"| {r['model']} | {r['image_size']} | {r['batch']} | {r['dtype']} "
+          f"| {r['conv_forms']} ({'on' if r['conv_forms_used'] else 'off'}) "
           f"| {r['images_per_s']:.1f} | {r['step_ms']:.1f} | "
           f"{r['compile_s']:.1f} | {r['gflop_per_image']:.2f} | "
           f"{benchlib.percent(r['mfu'])} | "

@@ -137,6 +137,32 @@ def test_strided_and_transposed_rewrites_equal_xla(h, k, s, pad, transposed):
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
+def test_conv_forms_switch(monkeypatch):
+  """MEDJAX_CONV_FORMS turns the forms on/off at trace time, same values."""
+  x = jax.random.normal(jax.random.key(0), (2, 4, 4, 3))
+  w = jax.random.normal(jax.random.key(1), (4, 4, 3, 8))
+  args = ((1, 1), ((2, 2), (2, 2)), (2, 2))
+  dn = ('NHWC', 'HWIO', 'NHWC')
+
+  results = {}
+  for choice in ('on', 'off'):
+    monkeypatch.setenv('MEDJAX_CONV_FORMS', choice)
+    assert conv.forms_enabled() == (choice == 'on')
+
+    def loss(x, w):  # A new function: jax caches traces per function.
+      return jnp.sum(conv.conv_general_dilated(
+          x, w, args[0], args[1], lhs_dilation=args[2],
+          dimension_numbers=dn) ** 2)
+    jaxpr = str(jax.make_jaxpr(loss)(x, w))
+    assert ('custom_vjp_call' in jaxpr) == (choice == 'on')
+    results[choice] = jax.grad(loss, (0, 1))(x, w)
+  for a, b in zip(results['on'], results['off']):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+  monkeypatch.setenv('MEDJAX_CONV_FORMS', 'fast')
+  with pytest.raises(ValueError, match='MEDJAX_CONV_FORMS'):
+    conv.forms_enabled()
+
+
 def test_validate_accepts_tiny_test_config(tmp_path):
   from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
   config_lib.validate(tiny_config(str(tmp_path)))

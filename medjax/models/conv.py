@@ -27,9 +27,15 @@ conv_general_dilated=conv.conv_general_dilated)`; on other backends, and for
 grouped, kernel-dilated or string-padded ones, it is plain
 `lax.conv_general_dilated` (on GPU the fastest form is still to be timed:
 issue 7).
+
+The environment variable MEDJAX_CONV_FORMS, read when a function is traced,
+overrides the backend rule for timing: 'on' uses the forms on every backend,
+'off' nowhere ('auto', the default: CPU only). bench/train_step.py's
+--conv_forms sets it.
 """
 
 import functools
+import os
 from typing import Sequence
 
 import jax
@@ -46,6 +52,18 @@ def _is_nhwc(dimension_numbers, ndim: int) -> bool:
   return dn == lax.conv_dimension_numbers((1,) * 4, (1,) * 4, _NHWC)
 
 
+FORMS = ('auto', 'on', 'off')
+
+
+def forms_enabled() -> bool:
+  """Whether the forms above apply (MEDJAX_CONV_FORMS, else CPU only)."""
+  choice = os.environ.get('MEDJAX_CONV_FORMS', 'auto')
+  if choice not in FORMS:
+    raise ValueError(f'MEDJAX_CONV_FORMS={choice!r}, expected one of {FORMS}')
+  return choice == 'on' or (choice == 'auto'
+                            and jax.default_backend() == 'cpu')
+
+
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None,
                          feature_group_count=1, batch_group_count=1,
@@ -53,7 +71,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   """`lax.conv_general_dilated`, with the CPU forms above."""
   strides = tuple(window_strides)
   lhs_dil = tuple(lhs_dilation or (1,) * len(strides))
-  fast = (jax.default_backend() == 'cpu'
+  fast = (forms_enabled()
           and _is_nhwc(dimension_numbers, lhs.ndim)
           and feature_group_count == 1 and batch_group_count == 1
           and all(d == 1 for d in (rhs_dilation or (1, 1)))
