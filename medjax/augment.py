@@ -138,18 +138,29 @@ AUGMENT_FNS: dict[str, tuple[Callable[[jax.Array, jax.Array], jax.Array],
 }
 
 
-def parse_policy(policy: str) -> tuple[str, ...]:
+def parse_ops(spec: str, known, what: str = 'DiffAugment op'
+              ) -> tuple[str, ...]:
   """'color,translation' -> ('color', 'translation'); '' -> ().
+
+  Args:
+    spec: comma-separated op names.
+    known: the valid names (a mapping or sequence).
+    what: what an op is, for the error message.
 
   Raises:
     ValueError: for an unknown op name.
   """
-  names = tuple(p.strip() for p in policy.split(',') if p.strip())
+  names = tuple(p.strip() for p in spec.split(',') if p.strip())
   for name in names:
-    if name not in AUGMENT_FNS:
-      raise ValueError(f'unknown DiffAugment op {name!r} in policy '
-                       f'{policy!r}; choose from {", ".join(AUGMENT_FNS)}')
+    if name not in known:
+      raise ValueError(f'unknown {what} {name!r} in {spec!r}; choose from '
+                       f'{", ".join(known)}')
   return names
+
+
+def parse_policy(policy: str) -> tuple[str, ...]:
+  """The DiffAugment ops of `policy` (`parse_ops` over `AUGMENT_FNS`)."""
+  return parse_ops(policy, AUGMENT_FNS)
 
 
 def diff_augment(images: jax.Array, rng: jax.Array,

@@ -65,12 +65,7 @@ def parse_augment(spec: str) -> tuple[str, ...]:
   Raises:
     ValueError: for an unknown op.
   """
-  ops = tuple(p.strip() for p in spec.split(',') if p.strip())
-  for op in ops:
-    if op not in AUGMENT_OPS:
-      raise ValueError(f'unknown classifier.augment op {op!r} in {spec!r}; '
-                       f'choose from {", ".join(AUGMENT_OPS)}')
-  return ops
+  return augment_lib.parse_ops(spec, AUGMENT_OPS, 'classifier.augment op')
 
 
 def augment(images: jax.Array, rng: jax.Array, ops: tuple[str, ...]
