@@ -668,3 +668,14 @@ def test_dcgan_config_trains_on_brain_tumor_mri_by_name(brain_root, tmp_path):
   assert int(state.step) == 2
   data = pipeline.load(config.dataset)
   assert data.label_names == brain_tumor_mri.CLASSES
+
+
+def test_dicom_builder_without_pydicom_says_what_to_install(
+    dicom_root, tmp_path, monkeypatch):
+  """medjax imports without pydicom (GPU hosts); only building needs it."""
+  from medjax.data.builders import dicom_folder  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(dicom_folder, 'pydicom', None)
+  with pytest.raises(ImportError, match='pip install pydicom'):
+    registry.prepare('dicom_folder', str(tmp_path / 'tfds'), dicom_root,
+                     image_size=_S, channels=1, limit=None, label_level=0,
+                     test_fraction=0.25, seed=1)

@@ -22,10 +22,13 @@ from typing import Any
 from absl import logging
 import numpy as np
 from PIL import Image
-import pydicom
-from pydicom import errors as pydicom_errors
-from pydicom import multival
 import tensorflow_datasets as tfds
+try:
+  import pydicom
+  from pydicom import errors as pydicom_errors
+  from pydicom import multival
+except ImportError:  # Needed to build DICOM datasets only (GPU hosts lack it).
+  pydicom = None
 
 from medjax.data.builders import folders
 
@@ -267,6 +270,9 @@ class DicomFolder(folders.FolderBuilder):
     return by_csv, sorted(set(table.values()))
 
   def _scan(self, manual_dir: str) -> dict[str, list[folders.Item]]:
+    if pydicom is None:
+      raise ImportError('building a dicom_folder dataset needs pydicom: '
+                        'pip install pydicom (a medjax dependency)')
     c = self.builder_config
     unassigned = self._report.split(folders.UNASSIGNED)
     paths = []
