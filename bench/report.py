@@ -74,16 +74,27 @@ def _sorted(groups: dict) -> list:
   """Items by known workload first, then name, then batch as a number."""
   def key(kv):
     name, batch = kv[0][0], kv[0][1]
-    return (ORDER.index(name) if name in ORDER else len(ORDER), str(name),
+    base = _base(name)
+    return (ORDER.index(base) if base in ORDER else len(ORDER), str(name),
             batch if isinstance(batch, (int, float)) else float('inf'))
   return sorted(groups.items(), key=key)
 
 
 def _workload(r: Row) -> str | None:
+  """The reference's case name of a medjax row; a train step timed with
+  its conv forms forced (`conv_forms` 'on'/'off') is a variant of it,
+  'dcgan64 (conv forms on)', compared with the same reference."""
   if r.get('bench') == 'train_step' and 'model' in r:
     size = r.get('image_size')
-    return TRAIN_WORKLOADS.get((r['model'], size), f"{r['model']}{size or ''}")
+    name = TRAIN_WORKLOADS.get((r['model'], size), f"{r['model']}{size or ''}")
+    forms = r.get('conv_forms', 'auto')
+    return name if forms == 'auto' else f'{name} (conv forms {forms})'
   return r.get('case') if r.get('bench') == 'metrics' else None
+
+
+def _base(workload: str) -> str:
+  """'dcgan64 (conv forms on)' -> 'dcgan64'."""
+  return str(workload).split(' (')[0]
 
 
 def compare_steps(rows: Sequence[Row]) -> list[Row]:
@@ -109,7 +120,7 @@ def compare_steps(rows: Sequence[Row]) -> list[Row]:
   for (w, b), _ in _sorted(keys):
     row = {'table': 'steps', 'workload': w, 'batch': b, 'runs': {}}
     for mode in TORCH_MODES:
-      group = ref.get((w, b, mode), [])
+      group = ref.get((_base(w), b, mode), [])
       ok = [r for r in group if 'error' not in r]
       row[f'pytorch_{mode}'] = _median(ok, 'img_s') if ok else (
           'error' if group else None)
@@ -134,7 +145,7 @@ def compare_steps(rows: Sequence[Row]) -> list[Row]:
                 if row[f'medjax_{d}'] is not None]
     row['missing'] = [d for d in DTYPES if row[f'medjax_{d}'] is None]
     row['goal'], row['met'] = '-', None
-    if w == 'inception_fid':
+    if _base(w) == 'inception_fid':
       target = numeric.get('bf16_cl_compile')
       row['goal'] = 'best dtype >= compile'
       if measured and target:

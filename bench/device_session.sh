@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Every GPU measurement of the performance issue, in one device call.
+#
+# Here (the CPU machine), once per session:
+#   bash ../shared/device/prepare.sh     # wheels in .whl/, ref_torch.py in .ref/
+#   bash bench/device_session.sh --prepare_data   # phantom variants in .tfds/ (16 MB)
+# Then one device call (carry .whl .ref .tfds), e.g. with timeout_s=590:
+#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+#     --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD \
+#     && bash bench/device_session.sh
+# Then here: python bench/report.py <files_at>/*.log > the tables for
+# docs/benchmarks.md.
+#
+# Stages run in priority order, each under `timeout`, and a stage that would
+# start after BUDGET seconds (default 540) is skipped and recorded as such,
+# so the call ends inside the device's 10-minute limit with every finished
+# stage's JSON lines in $OUT (medjax.log, reference.log; stages.log,
+# stderr.log, env.txt; report.md at the end). The PyTorch reference runs
+# through bench/reference.py (ref_torch.py's own step builders and timer) in
+# its own process, right after medjax's figure for the same workload, and only
+# the modes the issue's "best" column comes from plus torch.compile for
+# Inception: ref_torch.py's main() compiles every case (minutes).
+#
+# QUICK=1: tiny batches and steps, float32 reference only: a dry run of this
+# script on a CPU, e.g. QUICK=1 REF=../shared/reference/ref_torch.py
+# OUT=/tmp/dry bash bench/device_session.sh (needs torch; cv2 for opencv).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+TFDS_DIR=${TFDS_DIR:-$PWD/.tfds}
+if [[ "${1:-}" == --prepare_data ]]; then
+  # The pipeline stage's datasets, small enough to carry: the DCGAN config
+  # resizes to 64 on load and SRGAN trains on 96x96 crops, so 64 and 96 px
+  # phantoms give those configs the same batches as the 256 px default.
+  exec python - "$TFDS_DIR" <<'EOF'
+import sys
+from medjax import config_lib
+from medjax.data import pipeline
+for name, size, train, test in (('dcgan_brain', 64, 2000, 400),
+                                ('srgan_brain', 96, 1000, 16)):
+  c = config_lib.load_config_file(f'configs/{name}.py')
+  c.dataset.data_dir = sys.argv[1]
+  c.dataset.image_size = size
+  c.dataset.phantom.update(image_size=size, num_train=train, num_test=test)
+  print(name, pipeline.load(c.dataset).images.shape)
+EOF
+fi
+
+OUT=${OUT:-/tmp/medjax_bench}
+BUDGET=${BUDGET:-540}
+REF=${REF:-.ref/ref_torch.py}
+QUICK=${QUICK:-0}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+# One compilation cache for the session: max_batch.py's probes at the batches
+# train_step.py compiled first are then cache hits. compile_s of the first
+# compile of each step is a real compile (the cache starts empty).
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/medjax_jax_cache}
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+start=$SECONDS
+
+if [[ $QUICK == 1 ]]; then
+  DC_B=(8); SR_B=(2); INC_B=2; DEG_B=4; STEPS=1; WARM=0; REPS=1
+  MODES=(fp32_eager); INC_MODES=(fp32_eager); DTYPES=(float32)
+  PIPE_DC=(--batch_size=8 --steps=1 --warmup=0 --host_batches=2)
+  PIPE_SR=(--batch_size=2 --steps=1 --warmup=0 --host_batches=2)
+  MAXB=(--probe 1 2 --multiple 1 --memory_limit_mb 2000 --run_steps 1
+        --max_batch 4 --config.model.sr.num_blocks=1)
+else
+  DC_B=(128 1024); SR_B=(16 64); INC_B=256; DEG_B=256; STEPS=20; WARM=3
+  REPS=1; MODES=(fp32_eager bf16_cl_eager)
+  INC_MODES=(fp32_eager bf16_cl_eager bf16_cl_compile)
+  DTYPES=(float32 bfloat16)
+  PIPE_DC=(--batch_size=128 --steps=20 --warmup=3 --repeats=2
+           --host_batches=200)
+  PIPE_SR=(--batch_size=16 --steps=20 --warmup=3 --repeats=2
+           --host_batches=200)
+  MAXB=()
+fi
+
+# stage NAME LOG LIMIT_S CMD...: runs CMD under timeout (limited to what is
+# left of BUDGET), appending stdout to $OUT/LOG.
+stage() {
+  local name=$1 log=$2 limit=$3; shift 3
+  local left=$((BUDGET - (SECONDS - start)))
+  if ((left < 15)); then
+    echo "{\"stage\": \"$name\", \"skipped\": \"budget\", \"t_s\": $((SECONDS - start))}" | tee -a "$OUT/stages.log"
+    return
+  fi
+  ((limit > left)) && limit=$left
+  local t0=$SECONDS
+  echo "== $name (limit ${limit}s) at t=$((SECONDS - start))s" >> "$OUT/stderr.log"
+  timeout "$limit" "$@" >> "$OUT/$log" 2>> "$OUT/stderr.log"
+  local rc=$?
+  echo "{\"stage\": \"$name\", \"rc\": $rc, \"seconds\": $((SECONDS - t0)), \"t_s\": $((SECONDS - start))}" | tee -a "$OUT/stages.log"
+}
+
+{
+  date -u; nvidia-smi 2>&1 | head -15
+  python3 -c 'import jax, flax, optax, torch; print("jax", jax.__version__, jax.devices(), "flax", flax.__version__, "optax", optax.__version__, "torch", torch.__version__)' 2>&1
+  echo "XLA_FLAGS=${XLA_FLAGS:-} XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-}"
+  git log -1 --format='commit %h %s' 2>/dev/null || true
+} > "$OUT/env.txt" 2>&1
+
+TS=(python3 bench/train_step.py --steps=$STEPS --warmup=$WARM --dtypes "${DTYPES[@]}")
+REFPY=(python3 bench/reference.py --ref="$REF" --steps=$STEPS --warmup=$WARM)
+
+stage dcgan medjax.log 150 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[@]}"
+stage dcgan_ref reference.log 60 "${REFPY[@]}" --case=dcgan64 --batch_size "${DC_B[@]}" --modes "${MODES[@]}"
+stage srgan medjax.log 200 "${TS[@]}" --config=configs/srgan_brain.py --batch_size "${SR_B[@]}"
+stage srgan_ref reference.log 80 "${REFPY[@]}" --case=srgan_x4_96 --batch_size "${SR_B[@]}" --modes "${MODES[@]}"
+stage inception medjax.log 70 python3 bench/metrics.py --cases inception_fid --inception_batch=$INC_B --dtypes "${DTYPES[@]}" --iters=$STEPS --warmup=$WARM
+stage degradations medjax.log 40 python3 bench/degradations.py --batch_size $DEG_B --steps=$STEPS --warmup=$WARM
+stage opencv reference.log 30 env N=512 python3 "$(dirname "$REF")/ref_degrade.py"
+stage pipeline_dcgan medjax.log 60 python3 bench/pipeline.py --config=configs/dcgan_brain.py "${PIPE_DC[@]}" \
+  --config.dataset.data_dir="$TFDS_DIR" --config.dataset.phantom.image_size=64
+stage pipeline_srgan medjax.log 70 python3 bench/pipeline.py --config=configs/srgan_brain.py "${PIPE_SR[@]}" \
+  --config.dataset.data_dir="$TFDS_DIR" --config.dataset.image_size=96 \
+  --config.dataset.phantom.image_size=96 --config.dataset.phantom.num_train=1000 --config.dataset.phantom.num_test=16
+stage max_batch medjax.log 120 python3 bench/max_batch.py --config=configs/srgan_brain.py --dtypes "${DTYPES[@]}" "${MAXB[@]}"
+# Slowest for PyTorch to compile, so late: Inception under torch.compile.
+stage inception_ref reference.log 120 "${REFPY[@]}" --case=inception_fid --batch_size $INC_B --modes "${INC_MODES[@]}"
+# medjax's conv forms (medjax/models/conv.py) against plain lax on this device.
+stage conv_forms medjax.log 60 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}" --conv_forms on
+
+python3 bench/report.py "$OUT/reference.log" "$OUT/medjax.log" > "$OUT/report.md" 2>> "$OUT/stderr.log"
+echo "total ${SECONDS}s"
+cat "$OUT/stages.log" "$OUT/report.md"
