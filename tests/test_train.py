@@ -48,10 +48,22 @@ def test_train_step_updates_everything_and_losses_are_finite(tmp_path, dtype):
       assert not np.array_equal(old, upd), name
 
 
-def test_resume_equals_uninterrupted_run(data_dir, tmp_path, caplog):
+def test_resume_equals_uninterrupted_run(data_dir, tmp_path, caplog,
+                                        monkeypatch):
+  made = []
+
+  def recording(*args, **kwargs):
+    made.append(make(*args, **kwargs))
+    return made[-1]
+  make = train.make_train_step
+  monkeypatch.setattr(train, 'make_train_step', recording)
   straight = train.train_and_evaluate(
       tiny_config(data_dir, num_train_steps=6, checkpoint_every_steps=3),
       str(tmp_path / 'a'))
+  # Six steps with logging, samples, validation and checkpoints in between
+  # compiled the step and the metric merge once each: no recompiles.
+  (step_fn, merge), = made
+  assert step_fn._cache_size() == 1 and merge._cache_size() == 1
   wd = str(tmp_path / 'b')
   train.train_and_evaluate(tiny_config(data_dir, num_train_steps=3,
                                        checkpoint_every_steps=3), wd)
