@@ -130,14 +130,8 @@ def restore_dataset(workdir: str, dataset: str, out: str,
   Returns:
     The prepared builder of the new dataset.
   """
-  if checkpoint == 'best':
-    config, task, state, step = train.restore_best_or_latest(workdir)
-    kind = ('best' if os.path.isfile(os.path.join(workdir, train.BEST_FILE))
-            else 'latest')
-  else:
-    config, task, state, step = train.restore_run(
-        workdir, None if checkpoint == 'latest' else int(checkpoint))
-    kind = checkpoint
+  config, task, state, step, kind = train.restore_checkpoint(workdir,
+                                                             checkpoint)
   if not isinstance(task, sr_lib.SRTask):
     raise ValueError(f'{workdir} is a {config.model.name!r} run, not a '
                      'restoration run (srresnet, srgan)')

@@ -302,8 +302,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   # Validation images; tasks without validation may still want fixed images
   # for their panels (`visual_split`).
   eval_images = None
+  evaluate, visual_inputs = task.evaluate, task.visual_inputs
   split = task.eval_split or getattr(task, 'visual_split', None)
-  if split:
+  if split and getattr(task, 'eval_needs_labels', False):
+    eval_images, eval_labels, _ = load_images(config, split,
+                                              with_labels=True)
+    evaluate = functools.partial(task.evaluate, labels=eval_labels)
+    visual_inputs = functools.partial(task.visual_inputs, labels=eval_labels)
+  elif split:
     eval_images = load_images(config, split)
     logging.info('%s: %s/%s, %d images.',
                  'Validation' if task.eval_split else 'Panel images',
@@ -336,8 +342,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       task, transform, step_root, replicated, data_sharding)
   consts = jax.device_put(task.consts(), replicated)
   visuals = jax.jit(task.visuals, out_shardings=replicated)
-  visual_inputs = jax.device_put(
-      task.visual_inputs(sample_rng, eval_images), replicated)
+  visual_inputs = jax.device_put(visual_inputs(sample_rng, eval_images),
+                                 replicated)
 
   writer = writers.create_default_writer(workdir, just_logging=not is_chief)
   if start == 0:
@@ -358,7 +364,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   def validate(step):
     nonlocal best, best_ckpt
-    values = task.evaluate(state, eval_images)
+    values = evaluate(state, eval_images)
     writer.write_scalars(step, {f'val/{k}': v for k, v in values.items()})
     logging.info('Validation at step %d: %s', step, ', '.join(
         f'{k}={v:.4f}' for k, v in sorted(values.items())))

@@ -12,9 +12,10 @@ A task is built from the config and provides pure functions the loop jits:
   visuals(state, inputs) -> {name: uint8 (N, H, W, C)}, with `visual_columns`
   check_data(labels, label_names)        optional: the training data fit
   eval_split: str | None                 split for `evaluate`, or None
-  evaluate(state, images) -> {name: float}   validation on whole images
-                                         (the classifier reads the split's
-                                         labels itself)
+  evaluate(state, images) -> {name: float}   validation on whole images;
+                                         with `eval_needs_labels` (optional,
+                                         the classifier) train.py passes
+                                         `labels=` to it and visual_inputs
   best_metric: str | None                the `evaluate` key (higher better)
                                          that picks the kept best checkpoint
 """

@@ -134,10 +134,10 @@ class ClassifierTask:
     c = config.classifier
     self.augment_ops = parse_augment(c.augment)  # Fails early on a typo.
     self.eval_split = c.eval_split or None
+    self.eval_needs_labels = True  # train.py passes evaluate() the labels.
     self.eval_batch_size = c.eval_batch_size
     self.num_visual_images = min(16, config.num_sample_images)
     self.visual_columns = min(8, self.num_visual_images)
-    self._eval_labels = None
     self._apply = jax.jit(
         lambda v, x: self.model.apply(v, normalize(x), train=False,
                                       return_features=True))
@@ -222,34 +222,19 @@ class ClassifierTask:
       feats.append(np.asarray(f))
     return np.concatenate(probs), np.concatenate(feats)
 
-  def eval_labels(self) -> np.ndarray:
-    """Labels of `eval_split`, in the order `train.load_images` reads it.
-
-    `train.py` passes only images to `evaluate`, so the labels are read here
-    (once): the same `pipeline.load` call as `train.load_images` (same
-    resize flag, same detail filter), so image i has label i.
-    """
-    if self._eval_labels is None:
-      from medjax.data import pipeline  # pylint: disable=g-import-not-at-top
-      d = self.config.dataset
-      self._eval_labels = pipeline.load(d, self.eval_split,
-                                        resize=not d.degradation).labels
-    return self._eval_labels
-
   def evaluate(self, state: ClassifierState, images,
-               labels=None) -> dict[str, float]:
+               labels) -> dict[str, float]:
     """Accuracy, macro one-vs-rest ROC AUC and cross-entropy on `images`.
 
     Args:
       state: the train state.
       images: uint8 images of `eval_split` (all of them, in order).
-      labels: their labels; default `eval_labels()`.
+      labels: their labels (`train.py` reads them with the images, since
+        the task sets `eval_needs_labels`).
 
     Returns:
       {'accuracy', 'auc' (macro over classes present), 'loss'}.
     """
-    if labels is None:
-      labels = self.eval_labels()
     labels = np.asarray(labels)
     if len(labels) != len(images):
       raise ValueError(f'{len(images)} validation images but {len(labels)} '
@@ -260,14 +245,15 @@ class ClassifierTask:
             'auc': classification.macro_ovr_auc(probs, labels),
             'loss': float(-np.log(np.maximum(p_true, 1e-12)).mean())}
 
-  def visual_inputs(self, rng: jax.Array, eval_images=None) -> PyTree:
+  def visual_inputs(self, rng: jax.Array, eval_images=None,
+                    labels=None) -> PyTree:
     """The first validation images and their labels (none without a split)."""
     del rng
     if eval_images is None:
       return {}
     n = min(self.num_visual_images, len(eval_images))
     return {'image': jnp.asarray(eval_images[:n]),
-            'label': jnp.asarray(self.eval_labels()[:n], jnp.int32)}
+            'label': jnp.asarray(np.asarray(labels)[:n], jnp.int32)}
 
   def visuals(self, state: ClassifierState, inputs: PyTree
               ) -> dict[str, jax.Array]:
