@@ -20,6 +20,7 @@ device and date in docs/benchmarks.md.
 """
 
 import argparse
+import gzip
 import json
 import os
 import sys
@@ -79,8 +80,15 @@ def build(config, batch_size: int):
   return step, state, batch, consts
 
 
-def measure(config, batch_size: int, steps: int, warmup: int) -> dict:
-  """Compiles and times `steps` train steps; returns the measurement."""
+def measure(config, batch_size: int, steps: int, warmup: int,
+            profile_dir: str | None = None) -> dict:
+  """Compiles and times `steps` train steps; returns the measurement.
+
+  With `profile_dir`, 3 more steps then run under jax.profiler.trace into
+  profile_dir/<model>_<batch>_<dtype>, with the step's optimized HLO text
+  (train_step.hlo.txt.gz) beside the trace; summarise it with
+  bench/trace_summary.py. The row records the folder as 'profile'.
+  """
   step, state, batch, consts = build(config, batch_size)
   compiled, compile_s, flops, memory = benchlib.compile_timed(
       step, state, batch, jax.random.key(0), consts)
@@ -92,6 +100,18 @@ def measure(config, batch_size: int, steps: int, warmup: int) -> dict:
     state, metrics = compiled(state, batch, jax.random.key(i), consts)
   jax.block_until_ready((state, metrics))
   step_s = (time.perf_counter() - t) / steps
+  profile = {}
+  if profile_dir:
+    path = os.path.join(profile_dir, f'{config.model.name}_{batch_size}_'
+                        f'{config.model.dtype}')
+    with jax.profiler.trace(path):
+      for i in range(3):
+        state, metrics = compiled(state, batch, jax.random.key(i), consts)
+      jax.block_until_ready((state, metrics))
+    # The optimized HLO, for trace_summary.py to name each op's source.
+    with gzip.open(os.path.join(path, 'train_step.hlo.txt.gz'), 'wt') as f:
+      f.write(compiled.as_text())
+    profile = {'profile': path}
   return {
       'bench': 'train_step', 'model': config.model.name,
       'image_size': config.dataset.image_size, 'batch': batch_size,
@@ -100,7 +120,7 @@ def measure(config, batch_size: int, steps: int, warmup: int) -> dict:
       'gflop_per_image': flops / batch_size / 1e9,
       **benchlib.utilisation(flops, step_s),
       **{f'step_{k}': v for k, v in memory.items()},
-      **benchlib.peak_memory(), **benchlib.environment(),
+      **benchlib.peak_memory(), **benchlib.environment(), **profile,
   }
 
 
@@ -116,6 +136,11 @@ def main(argv=None):
                       help="medjax.models.conv's equivalent convolution "
                            "forms: 'auto' (CPU only), 'on', 'off' (plain "
                            'lax); several are timed one after the other')
+  parser.add_argument('--profile_dir', default='',
+                      help='if set, trace 3 more steps per row with '
+                           'jax.profiler into DIR/<model>_<batch>_<dtype> '
+                           '(under DIR/conv_<form> when several forms); '
+                           'summarise with bench/trace_summary.py')
   args, config_argv = benchlib.parse_args(parser, argv,
                                           'configs/dcgan_brain.py')
   rows = []
@@ -124,7 +149,11 @@ def main(argv=None):
     for dtype in args.dtypes:
       for batch_size in args.batch_size:
         config = step_config(config_argv, dtype, args.vgg_weights)
-        row = measure(config, batch_size, args.steps, args.warmup)
+        profile_dir = args.profile_dir and (
+            os.path.join(args.profile_dir, f'conv_{forms}')
+            if len(args.conv_forms) > 1 else args.profile_dir)
+        row = measure(config, batch_size, args.steps, args.warmup,
+                      profile_dir=profile_dir)
         row['conv_forms'] = forms
         row['conv_forms_used'] = conv.forms_enabled()
         print(json.dumps(row), flush=True)

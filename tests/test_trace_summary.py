@@ -1,0 +1,116 @@
+"""bench/trace_summary.py reads a real jax.profiler trace (CPU) and a GPU-shaped one."""
+
+import gzip
+import importlib.util
+import json
+import os
+import tarfile
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from tests.conftest import REPO
+
+
+def _load():
+  spec = importlib.util.spec_from_file_location(
+      'bench_trace_summary', os.path.join(REPO, 'bench', 'trace_summary.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.fixture(scope='module')
+def trace_dir(tmp_path_factory):
+  """A trace of 3 calls of a jitted conv + matmul, with its HLO text."""
+
+  def f(x, w, m):
+    y = jax.lax.conv_general_dilated(
+        x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return jnp.tanh(jax.nn.relu(y).reshape(y.shape[0], -1) @ m).sum()
+
+  args = (jnp.ones((4, 16, 16, 3)), jnp.ones((3, 3, 3, 8)),
+          jnp.ones((16 * 16 * 8, 32)))
+  compiled = jax.jit(f).lower(*args).compile()
+  compiled(*args).block_until_ready()
+  path = str(tmp_path_factory.mktemp('trace'))
+  with jax.profiler.trace(path):
+    for _ in range(3):
+      compiled(*args).block_until_ready()
+  with gzip.open(os.path.join(path, 'f.hlo.txt.gz'), 'wt') as fp:
+    fp.write(compiled.as_text())
+  return path
+
+
+def test_summary_of_a_cpu_trace_finds_the_conv_and_dot(trace_dir, capsys):
+  summary = _load().main([trace_dir, '--top', '5'])
+  table = capsys.readouterr().out
+  ops = summary['ops']
+  cats = {r['category'] for r in ops if r['module'] == 'jit_f'}
+  assert {'convolution', 'dot'} <= cats, ops
+  for r in ops:
+    if r['category'] in ('convolution', 'dot'):
+      assert r['total_us'] > 0 and r['calls'] == 3
+      assert 'conv_general_dilated' in r['source'] or 'dot' in r['source']
+  assert sum(r['percent'] for r in ops) == pytest.approx(100)
+  assert summary['runs']['jit_f'] == 3
+  assert '| 1 |' in table and 'Total:' in table and 'jit_f: 3 runs' in table
+
+
+def test_summary_reads_a_tar_gz_and_prints_json(trace_dir, tmp_path, capsys):
+  archive = str(tmp_path / 'prof.tar.gz')
+  with tarfile.open(archive, 'w:gz') as tar:
+    tar.add(trace_dir, arcname='prof')
+  _load().main([archive, '--json', '--top', '0', '--module', 'jit_f'])
+  rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  assert rows and all(r['module'] == 'jit_f' for r in rows)
+  assert {'convolution', 'dot'} <= {r['category'] for r in rows}
+
+
+def test_gpu_trace_counts_device_kernels_once_by_self_time():
+  ts = _load()
+  meta = [
+      {'ph': 'M', 'pid': 1, 'name': 'process_name',
+       'args': {'name': '/host:CPU'}},
+      {'ph': 'M', 'pid': 2, 'name': 'process_name',
+       'args': {'name': '/device:GPU:0'}},
+      {'ph': 'M', 'pid': 2, 'tid': 7, 'name': 'thread_name',
+       'args': {'name': 'Stream #7(Compute)'}},
+      {'ph': 'M', 'pid': 2, 'tid': 8, 'name': 'thread_name',
+       'args': {'name': 'XLA Modules'}},
+  ]
+  hlo = {'hlo_module': 'jit_step', 'hlo_op': 'cudnn-conv.1'}
+  events = [
+      # A host-side launch annotated with the same op: not device time.
+      {'ph': 'X', 'pid': 1, 'tid': 1, 'ts': 0, 'dur': 50, 'name': 'Thunk',
+       'args': hlo},
+      {'ph': 'X', 'pid': 2, 'tid': 8, 'ts': 0, 'dur': 100,
+       'name': 'jit_step', 'args': {}},
+      {'ph': 'X', 'pid': 2, 'tid': 7, 'ts': 0, 'dur': 30,
+       'name': 'sm90_xmma_fprop_kernel', 'args': hlo},
+      {'ph': 'X', 'pid': 2, 'tid': 7, 'ts': 40, 'dur': 10,
+       'name': 'loop_fusion',
+       'args': {'hlo_module': 'jit_step', 'hlo_op': 'loop_fusion'}},
+      {'ph': 'X', 'pid': 2, 'tid': 7, 'ts': 60, 'dur': 10,
+       'name': 'Memcpy DtoD', 'args': {}},
+  ]
+  summary = ts.summarise({'traceEvents': meta + events})
+  got = {r['op']: (r['category'], r['total_us']) for r in summary['ops']}
+  assert got == {'cudnn-conv.1': ('convolution', 30),
+                 'loop_fusion': ('fusion', 10),
+                 'Memcpy DtoD': ('memcpy', 10)}
+  assert summary['ops'][0]['kernels'] == ['sm90_xmma_fprop_kernel']
+
+
+def test_self_time_subtracts_nested_events():
+  ts = _load()
+  events = [{'ph': 'X', 'pid': 1, 'tid': 1, 'ts': 0, 'dur': 100,
+             'name': 'while', 'args': {'hlo_op': 'while.1'}},
+            {'ph': 'X', 'pid': 1, 'tid': 1, 'ts': 10, 'dur': 30,
+             'name': 'dot', 'args': {'hlo_op': 'dot.2'}},
+            {'ph': 'X', 'pid': 1, 'tid': 1, 'ts': 50, 'dur': 20,
+             'name': 'dot', 'args': {'hlo_op': 'dot.2'}}]
+  summary = ts.summarise({'traceEvents': events})
+  got = {r['op']: (r['total_us'], r['calls']) for r in summary['ops']}
+  assert got == {'while.1': (50, 1), 'dot.2': (50, 2)}
