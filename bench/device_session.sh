@@ -15,7 +15,8 @@
 # start after BUDGET seconds (default 540) is skipped and recorded as such,
 # so the call ends inside the device's 10-minute limit with every finished
 # stage's JSON lines in $OUT (medjax.log, reference.log; stages.log,
-# stderr.log, env.txt; report.md at the end). The PyTorch reference runs
+# stderr.log, env.txt, profile.log; report.md and prof.tar.gz, jax.profiler
+# traces of the DCGAN and SRGAN steps, at the end). The PyTorch reference runs
 # through bench/reference.py (ref_torch.py's own step builders and timer) in
 # its own process, right after medjax's figure for the same workload, and only
 # the modes the issue's "best" column comes from plus torch.compile for
@@ -50,6 +51,7 @@ BUDGET=${BUDGET:-540}
 REF=${REF:-.ref/ref_torch.py}
 QUICK=${QUICK:-0}
 mkdir -p "$OUT"
+rm -rf /tmp/medjax_prof
 export PYTHONUNBUFFERED=1
 # One compilation cache for the session: max_batch.py's probes at the batches
 # train_step.py compiled first are then cache hits. compile_s of the first
@@ -121,6 +123,13 @@ stage max_batch medjax.log 120 python3 bench/max_batch.py --config=configs/srgan
 stage inception_ref reference.log 120 "${REFPY[@]}" --case=inception_fid --batch_size $INC_B --modes "${INC_MODES[@]}"
 # medjax's conv forms (medjax/models/conv.py) against plain lax on this device.
 stage conv_forms medjax.log 60 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}" --conv_forms on
+# Traces for the next round (bench/trace_summary.py reads prof.tar.gz here);
+# the steps' compiles are cache hits of the stages above.
+stage profile profile.log 60 "${TS[@]}" --dtypes float32 --steps=2 --warmup=1 \
+  --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}" --profile_dir /tmp/medjax_prof
+stage profile_srgan profile.log 60 "${TS[@]}" --dtypes float32 --steps=2 --warmup=1 \
+  --config=configs/srgan_brain.py --batch_size "${SR_B[0]}" --profile_dir /tmp/medjax_prof
+[[ -d /tmp/medjax_prof ]] && tar czf "$OUT/prof.tar.gz" -C /tmp medjax_prof
 
 python3 bench/report.py "$OUT/reference.log" "$OUT/medjax.log" > "$OUT/report.md" 2>> "$OUT/stderr.log"
 echo "total ${SECONDS}s"

@@ -1,5 +1,6 @@
 """Test settings: fast compiles on CPU, tiny configs, one shared phantom."""
 
+import importlib.util
 import os
 
 # Set before JAX is imported anywhere; subprocesses inherit them. Compilation
@@ -13,6 +14,15 @@ import pytest  # pylint: disable=g-import-not-at-top
 from medjax import config_lib  # pylint: disable=g-import-not-at-top
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_bench(name: str):
+  """bench/<name>.py as a module (bench/ is scripts, not a package)."""
+  spec = importlib.util.spec_from_file_location(
+      f'bench_{name}', os.path.join(REPO, 'bench', f'{name}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 @pytest.fixture(scope='session')

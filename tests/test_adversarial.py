@@ -8,7 +8,6 @@ import optax
 import pytest
 
 from medjax import losses
-from medjax import train
 from medjax import trainers
 from medjax.trainers import adversarial
 from tests.conftest import tiny_config

@@ -1,24 +1,16 @@
 """The benchmark scripts run (speed itself is measured in bench/, never here)."""
 
-import importlib.util
 import json
 import os
 
-from tests.conftest import REPO
-from tests.conftest import tiny_flags
+from tests.conftest import REPO, load_bench, tiny_flags
 from tests.test_sr import sr_config
 
 
-def _load(name):
-  spec = importlib.util.spec_from_file_location(
-      f'bench_{name}', os.path.join(REPO, 'bench', f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def test_train_step_bench_times_the_srgan_step(tmp_path):
-  bench = _load('train_step')
+  bench = load_bench('train_step')
   config = sr_config(str(tmp_path), **{
       'model.name': 'srgan', 'sr.content_loss': 'vgg',
       'dataset.image_size': 16})
@@ -30,7 +22,7 @@ def test_train_step_bench_times_the_srgan_step(tmp_path):
 
 
 def test_metrics_bench_cases_run():
-  bench = _load('metrics')
+  bench = load_bench('metrics')
   for row in (bench.bench_ssim(2, iters=1, warmup=0),
               bench.bench_lpips('alex', 1, iters=1, warmup=0)):
     assert row['images_per_s'] > 0 and row['compile_s'] >= 0
@@ -38,7 +30,7 @@ def test_metrics_bench_cases_run():
 
 
 def test_utilisation_uses_the_chip_peak(monkeypatch):
-  benchlib = _load('benchlib')
+  benchlib = load_bench('benchlib')
   assert benchlib.peak_tflops('NVIDIA H100 80GB HBM3') == 989.4
   assert benchlib.peak_tflops('NVIDIA H100 PCIe') == 756.0
   assert benchlib.peak_tflops('NVIDIA H200') == 989.4
@@ -51,7 +43,7 @@ def test_utilisation_uses_the_chip_peak(monkeypatch):
 
 def test_pipeline_bench_prints_host_step_and_end_to_end_rows(
     data_dir, capsys):
-  bench = _load('pipeline')
+  bench = load_bench('pipeline')
   rows = bench.main([
       f'--config={os.path.join(REPO, "configs", "dcgan_brain.py")}',
       '--batch_size=4', '--steps=2', '--warmup=1', '--host_batches=2',
@@ -78,7 +70,7 @@ def test_pipeline_bench_prints_host_step_and_end_to_end_rows(
 
 
 def test_train_step_bench_cli_takes_config_overrides(data_dir, capsys):
-  bench = _load('train_step')
+  bench = load_bench('train_step')
   rows = bench.main([
       f'--config={os.path.join(REPO, "configs", "dcgan_brain.py")}',
       '--batch_size', '2', '--dtypes', 'float32', '--steps=1', '--warmup=0',

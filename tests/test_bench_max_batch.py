@@ -6,10 +6,9 @@ import os
 import jax
 import pytest
 
-from tests.conftest import REPO
-from tests.test_bench import _load
+from tests.conftest import REPO, load_bench
 
-bench = _load('max_batch')
+bench = load_bench('max_batch')
 MB = 2**20
 
 

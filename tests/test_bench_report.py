@@ -1,23 +1,15 @@
 """bench/report.py: session logs -> comparison tables (no jax, no device)."""
 
-import importlib.util
 import json
-import os
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import load_bench
 
 
-def _load():
-  spec = importlib.util.spec_from_file_location(
-      'bench_report', os.path.join(REPO, 'bench', 'report.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
-report = _load()
+report = load_bench('report')
 H100 = 'NVIDIA H100 80GB HBM3'
 
 

@@ -1,7 +1,6 @@
 """bench/trace_summary.py reads a real jax.profiler trace (CPU) and a GPU-shaped one."""
 
 import gzip
-import importlib.util
 import json
 import os
 import tarfile
@@ -10,15 +9,11 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import load_bench
+
+ts = load_bench('trace_summary')
 
 
-def _load():
-  spec = importlib.util.spec_from_file_location(
-      'bench_trace_summary', os.path.join(REPO, 'bench', 'trace_summary.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 @pytest.fixture(scope='module')
@@ -44,7 +39,7 @@ def trace_dir(tmp_path_factory):
 
 
 def test_summary_of_a_cpu_trace_finds_the_conv_and_dot(trace_dir, capsys):
-  summary = _load().main([trace_dir, '--top', '5'])
+  summary = ts.main([trace_dir, '--top', '5'])
   table = capsys.readouterr().out
   ops = summary['ops']
   cats = {r['category'] for r in ops if r['module'] == 'jit_f'}
@@ -62,14 +57,13 @@ def test_summary_reads_a_tar_gz_and_prints_json(trace_dir, tmp_path, capsys):
   archive = str(tmp_path / 'prof.tar.gz')
   with tarfile.open(archive, 'w:gz') as tar:
     tar.add(trace_dir, arcname='prof')
-  _load().main([archive, '--json', '--top', '0', '--module', 'jit_f'])
+  ts.main([archive, '--json', '--top', '0', '--module', 'jit_f'])
   rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
   assert rows and all(r['module'] == 'jit_f' for r in rows)
   assert {'convolution', 'dot'} <= {r['category'] for r in rows}
 
 
 def test_gpu_trace_counts_device_kernels_once_by_self_time():
-  ts = _load()
   meta = [
       {'ph': 'M', 'pid': 1, 'name': 'process_name',
        'args': {'name': '/host:CPU'}},
@@ -104,7 +98,6 @@ def test_gpu_trace_counts_device_kernels_once_by_self_time():
 
 
 def test_self_time_subtracts_nested_events():
-  ts = _load()
   events = [{'ph': 'X', 'pid': 1, 'tid': 1, 'ts': 0, 'dur': 100,
              'name': 'while', 'args': {'hlo_op': 'while.1'}},
             {'ph': 'X', 'pid': 1, 'tid': 1, 'ts': 10, 'dur': 30,
