@@ -304,13 +304,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   eval_images = None
   evaluate, visual_inputs = task.evaluate, task.visual_inputs
   split = task.eval_split or getattr(task, 'visual_split', None)
-  if split and getattr(task, 'eval_needs_labels', False):
-    eval_images, eval_labels, _ = load_images(config, split,
-                                              with_labels=True)
-    evaluate = functools.partial(task.evaluate, labels=eval_labels)
-    visual_inputs = functools.partial(task.visual_inputs, labels=eval_labels)
-  elif split:
-    eval_images = load_images(config, split)
+  if split:
+    if getattr(task, 'eval_needs_labels', False):
+      eval_images, eval_labels, _ = load_images(config, split,
+                                                with_labels=True)
+      evaluate = functools.partial(task.evaluate, labels=eval_labels)
+      visual_inputs = functools.partial(task.visual_inputs,
+                                        labels=eval_labels)
+    else:
+      eval_images = load_images(config, split)
     logging.info('%s: %s/%s, %d images.',
                  'Validation' if task.eval_split else 'Panel images',
                  config.dataset.name, split, len(eval_images))
