@@ -302,7 +302,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   # Validation images; tasks without validation may still want fixed images
   # for their panels (`visual_split`).
   eval_images = None
-  evaluate, visual_inputs = task.evaluate, task.visual_inputs
+  # Tasks without validation (StarGAN) have no `evaluate`.
+  evaluate = getattr(task, 'evaluate', None)
+  visual_inputs = task.visual_inputs
   split = task.eval_split or getattr(task, 'visual_split', None)
   if split:
     if getattr(task, 'eval_needs_labels', False):
