@@ -21,10 +21,9 @@ Method (few compiles: on a GPU one SRGAN compile takes tens of seconds):
      probes; --max_batch caps the answer). Memory is close to linear in the
      batch, so this is usually 3-4 compiles in all.
   4. Confirm by running (--run_steps, 0 skips): N steps at the batch found,
-     timed; if the device runs out of memory (buffers outside the step's
-     arguments, e.g. SRGAN's VGG weights, embedded as constants, and
-     allocator fragmentation are not in the figure), step down by --multiple
-     and retry (at most MAX_RUN_RETRIES).
+     timed; if the device runs out of memory (device buffers outside the
+     step's arguments and allocator fragmentation are not in the figure),
+     step down by --multiple and retry (at most MAX_RUN_RETRIES).
 
 One search per --dtypes entry. SR configs run on HR-crop-sized images (96x96
 for SRGAN), as in bench/train_step.py; the SRGAN VGG content loss uses random
