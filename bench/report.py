@@ -228,37 +228,30 @@ def compare_pipeline(rows: Sequence[Row]) -> list[Row]:
 
 
 def largest_batches(rows: Sequence[Row]) -> list[Row]:
-  """max_batch.py results; rows without `model` or `largest_batch` skipped.
+  """max_batch.py's result rows; rows without `model`/`largest_batch` skipped.
 
   Args:
     rows: all parsed rows.
 
   Returns:
     One dict per (model, dtype): `largest_batch` (median_low of runs),
-    `needed_mb`, `limit_mb`, `confirmed` (the rows' own bool flag, else
-    whether they or a probe at that batch report img/s), `images_per_s`,
-    `runs`.
+    `needed_mb`, `limit_mb`, `confirmed` (every run at that batch ran:
+    max_batch.py's `run_ok`), `images_per_s` (of that run), `runs`.
   """
-  mb = [r for r in rows if r.get('bench') == 'max_batch']
   out = []
   for (model, dtype), group in sorted(_group(
-      (r for r in mb if r.get('kind', 'result') == 'result' and r.get('model')
+      (r for r in rows if r.get('bench') == 'max_batch'
+       and r.get('kind') == 'result' and r.get('model')
        and isinstance(r.get('largest_batch'), int)),
       lambda r: (r['model'], r.get('dtype', '-'))).items(),
       key=lambda kv: str(kv[0])):
-    largest = statistics.median_low([r['largest_batch'] for r in group])
-    probes = [r for r in mb if r.get('kind') == 'probe'
-              and r.get('batch') == largest and r.get('model') == model
-              and r.get('dtype', '-') == dtype]
-    speed = _median(group, 'images_per_s') or _median(probes, 'images_per_s')
-    flags = [r['confirmed'] for r in group if isinstance(r.get('confirmed'),
-                                                         bool)]
     out.append({'table': 'max_batch', 'model': model, 'dtype': dtype,
-                'largest_batch': largest,
+                'largest_batch': statistics.median_low(
+                    [r['largest_batch'] for r in group]),
                 'needed_mb': _median(group, 'needed_mb'),
                 'limit_mb': _median(group, 'limit_mb'),
-                'confirmed': all(flags) if flags else speed is not None,
-                'images_per_s': speed,
+                'confirmed': all(r.get('run_ok') is True for r in group),
+                'images_per_s': _median(group, 'images_per_s'),
                 'runs': {'largest_batch': len(group)}
                         if len(group) > 1 else {}})
   return out
