@@ -7,7 +7,7 @@
 # Then one device call (carry .whl .ref .tfds), e.g. with timeout_s=590:
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
 #     --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD \
-#     && bash bench/device_session.sh
+#     && COMMIT=<git rev-parse --short HEAD here> bash bench/device_session.sh
 # Then here: python bench/report.py <files_at>/*.log > the tables for
 # docs/benchmarks.md.
 #
@@ -108,7 +108,7 @@ stage() {
   date -u; nvidia-smi 2>&1 | head -15
   python3 -c 'import jax, flax, optax, torch; print("jax", jax.__version__, jax.devices(), "flax", flax.__version__, "optax", optax.__version__, "torch", torch.__version__)' 2>&1
   echo "XLA_FLAGS=${XLA_FLAGS:-} XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-}"
-  git log -1 --format='commit %h %s' 2>/dev/null || true
+  echo "commit ${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}"
 } > "$OUT/env.txt" 2>&1
 
 TS=(python3 bench/train_step.py --steps=$STEPS --warmup=$WARM --dtypes "${DTYPES[@]}")
@@ -149,6 +149,8 @@ stage profile_srgan profile.log 60 "${TS[@]}" --dtypes float32 --steps=2 --warmu
   --config=configs/srgan_brain.py --batch_size "${SR_B[0]}" --profile_dir /tmp/medjax_prof
 [[ -d /tmp/medjax_prof ]] && tar czf "$OUT/prof.tar.gz" -C /tmp medjax_prof
 
-python3 bench/report.py "$OUT/reference.log" "$OUT/medjax.log" > "$OUT/report.md" 2>> "$OUT/stderr.log"
+# The device's copy of the tree may have no .git: COMMIT=<hash> names it.
+COMMIT=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+python3 bench/report.py --commit "$COMMIT" "$OUT/reference.log" "$OUT/medjax.log" > "$OUT/report.md" 2>> "$OUT/stderr.log"
 echo "total ${SECONDS}s"
 cat "$OUT/stages.log" "$OUT/report.md"
