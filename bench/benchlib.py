@@ -174,6 +174,27 @@ def compile_timed(jitted, *args) -> tuple[Any, float, float, dict]:
   return compiled, compile_s, flops, memory
 
 
+def time_stateless(fn, args, iters: int, warmup: int) -> dict[str, Any]:
+  """Compiles jax.jit(fn) for `args`, then times `iters` calls after
+  `warmup` untimed ones (for functions without state to thread through).
+
+  Returns:
+    {'step_s': seconds per call, 'compile_s' and 'flops' (as
+    `compile_timed`), 'output': the last call's result}.
+  """
+  compiled, compile_s, flops, _ = compile_timed(jax.jit(fn), *args)
+  out = None
+  for _ in range(warmup):
+    out = compiled(*args)
+  jax.block_until_ready(out)
+  t = time.perf_counter()
+  for _ in range(iters):
+    out = compiled(*args)
+  jax.block_until_ready(out)
+  return {'step_s': (time.perf_counter() - t) / iters,
+          'compile_s': compile_s, 'flops': flops, 'output': out}
+
+
 def peak_memory() -> dict[str, Any]:
   """Peak memory so far, with where the figure comes from.
 

@@ -13,33 +13,27 @@ shared/reference/ref_degrade.py on the CPU.
 import argparse
 import datetime
 import json
-import time
+import os
+import sys
 
 import jax
 import numpy as np
 
-from medjax.data import degradations
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # pylint: disable=wrong-import-position
+
+from medjax.data import degradations  # pylint: disable=g-import-not-at-top
 
 
 def measure(spec: str, batch_size: int, size: int, channels: int, steps: int,
             warmup: int) -> dict:
   """Compiles and times `steps` calls of one spec; returns the measurement."""
-  fn = jax.jit(degradations.get(spec))
   images = jax.device_put(np.random.default_rng(0).integers(
       0, 256, (batch_size, size, size, channels), np.uint8))
-  rng = jax.random.key(0)
-  t = time.perf_counter()
-  compiled = fn.lower(images, rng).compile()
-  compile_s = time.perf_counter() - t
-  out = None
-  for _ in range(warmup):
-    out = compiled(images, rng)
-  jax.block_until_ready(out)
-  t = time.perf_counter()
-  for _ in range(steps):
-    out = compiled(images, rng)
-  jax.block_until_ready(out)
-  step_s = (time.perf_counter() - t) / steps
+  timing = benchlib.time_stateless(degradations.get(spec),
+                                   (images, jax.random.key(0)), steps, warmup)
+  out, step_s, compile_s = (timing['output'], timing['step_s'],
+                            timing['compile_s'])
   return {
       'bench': 'degradations', 'spec': spec,
       'steps': degradations.describe(spec), 'batch': batch_size,

@@ -16,9 +16,7 @@ import argparse
 import json
 import os
 import sys
-import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -33,16 +31,9 @@ from medjax.models import inception
 
 def _time(fn, args, iters: int, warmup: int) -> dict:
   """Compiles and times a jitted fn; returns its timing fields."""
-  compiled, compile_s, flops, _ = benchlib.compile_timed(jax.jit(fn), *args)
-  for _ in range(warmup):
-    jax.block_until_ready(compiled(*args))
-  t = time.perf_counter()
-  for _ in range(iters):
-    out = compiled(*args)
-  jax.block_until_ready(out)
-  step_s = (time.perf_counter() - t) / iters
-  return {'step_s': step_s, 'compile_s': compile_s, 'flops': flops,
-          **benchlib.utilisation(flops, step_s)}
+  timing = benchlib.time_stateless(fn, args, iters, warmup)
+  del timing['output']
+  return {**timing, **benchlib.utilisation(timing['flops'], timing['step_s'])}
 
 
 def _row(case, batch, dtype, timing):
