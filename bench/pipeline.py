@@ -195,7 +195,8 @@ def measure_steps(setup: Setup, steps: int, warmup: int, repeats: int = 1
   """Step rows (one per source) and the end_to_end summary row."""
   fixed = synthetic_batch(setup)
   compiled, compile_s, flops, memory = benchlib.compile_timed(
-      setup.train_step, setup.state, fixed, 1, setup.consts)
+      setup.train_step.func, *setup.train_step.args, setup.state, fixed, 1,
+      setup.consts)
   del compiled  # setup.train_step reuses it, as train.py's jit would.
   prefetch = setup.config.device_prefetch
   sources = SOURCES if prefetch else SOURCES[:2]

@@ -181,25 +181,29 @@ def make_train_step(task, transform, step_root: jax.Array,
 
   Returns:
     (train_step(state, batch, step, consts) -> (state, metrics), state
-    donated; merge(metrics, metrics) -> metrics).
+    donated, a partial of the jitted function (`.func`); merge(metrics,
+    metrics) -> metrics).
   """
 
-  def step_fn(state, batch, step, consts):
+  def step_fn(root, state, batch, step, consts):
     # The step's key is derived inside the compiled step: an eager fold_in
     # costs the host ~0.2 ms per step (bench/NOTES.md).
-    rng = jax.random.fold_in(step_root, step)
+    rng = jax.random.fold_in(root, step)
     if transform is not None:
       batch = dict(batch, image=transform(
           batch['image'], jax.random.fold_in(rng, 1)))
     return task.train_step(state, batch, rng, consts)
 
+  # The root key is an argument, not a closed-over constant: a constant is
+  # read back to the host to be embedded when compiling, and would make the
+  # executable depend on the seed (no compilation-cache hits across seeds).
   train_step = jax.jit(
-      step_fn, in_shardings=(replicated, data_sharding, replicated,
-                             replicated),
-      out_shardings=(replicated, replicated), donate_argnums=0)
+      step_fn, in_shardings=(replicated, replicated, data_sharding,
+                             replicated, replicated),
+      out_shardings=(replicated, replicated), donate_argnums=1)
   # One dispatch instead of one eager op per metric field and step.
   merge = jax.jit(lambda a, b: a.merge(b))
-  return train_step, merge
+  return functools.partial(train_step, step_root), merge
 
 
 def restore_checkpoint(workdir: str, checkpoint: str | int = 'best'):

@@ -63,7 +63,7 @@ def test_resume_equals_uninterrupted_run(data_dir, tmp_path, caplog,
   # Six steps with logging, samples, validation and checkpoints in between
   # compiled the step and the metric merge once each: no recompiles.
   (step_fn, merge), = made
-  assert step_fn._cache_size() == 1 and merge._cache_size() == 1
+  assert step_fn.func._cache_size() == 1 and merge._cache_size() == 1
   wd = str(tmp_path / 'b')
   train.train_and_evaluate(tiny_config(data_dir, num_train_steps=3,
                                        checkpoint_every_steps=3), wd)
@@ -79,6 +79,61 @@ def test_resume_equals_uninterrupted_run(data_dir, tmp_path, caplog,
       'step_0000006.png']
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(wd))
   assert sorted(os.listdir(os.path.join(wd, 'checkpoints'))) == ['3', '6']
+
+
+def test_no_host_round_trips_between_log_steps(data_dir, tmp_path,
+                                               monkeypatch):
+  # The performance issue: no `.item()`/`float()`/`np.asarray` of device
+  # values in the loop except at steps that log, sample, validate or
+  # checkpoint. Count such reads around each step: none may happen from the
+  # entry of a step that acts on nothing until the entry of the next one (its
+  # metric merge, the loop's checks, the next batch and its device put
+  # included). Reads go through `jax.Array._value` (float, int, bool, tolist,
+  # device_get) or, for CPU arrays, numpy's buffer protocol, which only the
+  # wrapped `np.asarray`/`np.array`/`.item()` below see. (GPUs have
+  # `jax.transfer_guard`, which does nothing on the CPU.)
+  from jax._src import array as array_lib
+  reads = [0]
+  impl = array_lib.ArrayImpl
+
+  def counted(fn, device_only=False):
+    def wrapper(x, *args, **kwargs):
+      if not device_only or isinstance(x, jax.Array):
+        reads[0] += 1
+      return fn(x, *args, **kwargs)
+    return wrapper
+  monkeypatch.setattr(impl, '_value', property(counted(impl._value.fget)))
+  monkeypatch.setattr(impl, 'item', counted(impl.item))
+  monkeypatch.setattr(np, 'asarray', counted(np.asarray, device_only=True))
+  monkeypatch.setattr(np, 'array', counted(np.array, device_only=True))
+  marks = []  # (step, reads at its entry, reads at its return)
+
+  def recording(*args, **kwargs):
+    step_fn, merge = make(*args, **kwargs)
+
+    def traced_step(state, batch, step, consts):
+      before = reads[0]
+      out = step_fn(state, batch, step, consts)
+      marks.append((step, before, reads[0]))
+      return out
+    return traced_step, merge
+  make = train.make_train_step
+  monkeypatch.setattr(train, 'make_train_step', recording)
+  every = 3  # steps 3 and 6 log, sample, validate and checkpoint
+  train.train_and_evaluate(tiny_config(
+      data_dir, num_train_steps=6, log_every_steps=every,
+      sample_every_steps=every, checkpoint_every_steps=every,
+      eval_every_steps=every, **{'gan.eval_split': 'test',
+                                 'gan.eval_num_samples': 8}),
+      str(tmp_path / 'run'))
+  assert [m[0] for m in marks] == [1, 2, 3, 4, 5, 6]
+  assert marks[2][2] < marks[3][1]  # the count sees step 3's logging
+  for (step, before, after), (_, next_before, _) in zip(marks, marks[1:]):
+    assert after == before, f'host read while dispatching step {step}'
+    if step % every:
+      assert next_before == after, (
+          f'{next_before - after} host read(s) of device values after '
+          f'step {step}, which logs nothing')
 
 
 def test_workdir_of_another_experiment_is_refused(data_dir, tmp_path):
