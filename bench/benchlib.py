@@ -73,11 +73,17 @@ def environment() -> dict[str, Any]:
   """Device, versions, date and host load: the context of a measurement.
 
   `loadavg` is the host's 1/5/15-minute load average when the measurement
-  ended; on a shared machine other work inflates CPU timings.
+  ended; on a shared machine other work inflates CPU timings. `xla_flags`
+  (the XLA_FLAGS the backend started with) and `matmul_precision`
+  (jax_default_matmul_precision; None lets XLA use TF32 for float32
+  convolutions and matmuls on NVIDIA GPUs, as the PyTorch reference allows
+  with `allow_tf32`) say which compiler settings a figure was taken with.
   """
   return {
       'device': jax.devices()[0].device_kind,
       'backend': jax.default_backend(),
+      'xla_flags': os.environ.get('XLA_FLAGS', '').strip(),
+      'matmul_precision': jax.config.jax_default_matmul_precision,
       'num_devices': jax.device_count(), 'jax': jax.__version__,
       'cpu': cpu_model(), 'cpu_count': os.cpu_count(),
       'loadavg': [round(x, 2) for x in os.getloadavg()],

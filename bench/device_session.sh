@@ -141,6 +141,14 @@ stage max_batch medjax.log 150 env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_
 stage inception_ref reference.log 120 "${REFPY[@]}" --case=inception_fid --batch_size $INC_B --modes "${INC_MODES[@]}"
 # medjax's conv forms (medjax/models/conv.py) against plain lax on this device.
 stage conv_forms medjax.log 60 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}" --conv_forms on
+# XLA GPU flags against the defaults, one process each (XLA reads XLA_FLAGS
+# when the backend starts; report.py gives each its own row): CUDA graphs
+# (command buffers) off, to show what they save a launch-bound step, and
+# autotuning of cuDNN algorithms and Triton tiles off, to show what it buys.
+stage xla_no_command_buffer medjax.log 60 env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=" \
+  "${TS[@]}" --dtypes float32 --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}"
+stage xla_no_autotune medjax.log 60 env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=0" \
+  "${TS[@]}" --dtypes float32 --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}"
 # Traces for the next round (bench/trace_summary.py reads prof.tar.gz here);
 # the steps' compiles are cache hits of the stages above.
 stage profile profile.log 60 "${TS[@]}" --dtypes float32 --steps=2 --warmup=1 \

@@ -242,3 +242,15 @@ def test_conv_forms_variant_is_its_own_row_against_the_same_reference():
   assert [(r['workload'], r['ratio_float32']) for r in steps] == [
       ('dcgan64', 2.5), ('dcgan64 (conv forms on)', 1.5)]
   assert not steps[0]['runs']  # Not merged into a median.
+
+
+def test_xla_flags_variant_is_its_own_row_against_the_same_reference():
+  rows = [_torch('dcgan64', 128, 'fp32_eager', 20000.0),
+          _train('dcgan', 64, 128, 'float32', 50000.0, xla_flags=''),
+          _train('dcgan', 64, 128, 'float32', 40000.0,
+                 xla_flags='--xla_gpu_autotune_level=0')]
+  steps = [r for r in report.build_report(rows, commit='c', date='d')
+           if r['table'] == 'steps']
+  assert [(r['workload'], r['ratio_float32']) for r in steps] == [
+      ('dcgan64', 2.5),
+      ('dcgan64 (XLA_FLAGS --xla_gpu_autotune_level=0)', 2.0)]
