@@ -98,7 +98,9 @@ def test_transposed_conv_equals_pytorch_definition():
     (4, 4, 1, (2, 2), 2), (6, 10, 1, (8, 8), 8), (1, 4, 1, (3, 3), 1),
     (7, 5, 1, (1, 3), 3)])
 @pytest.mark.parametrize('cin,cout', [(3, 5), (5, 2)])  # dy or x sliced.
-def test_fast_weight_gradient_equals_xla(h, k, s, pad, d, cin, cout):
+def test_fast_weight_gradient_equals_xla(h, k, s, pad, d, cin, cout,
+                                        monkeypatch):
+  monkeypatch.setattr(conv, 'TAPS_MIN_AREA', 0)  # Small maps take it too.
   x = jax.random.normal(jax.random.key(0), (2, h, h + 1, cin))
   w = jax.random.normal(jax.random.key(1), (k, k, cin, cout))
   dn = ('NHWC', 'HWIO', 'NHWC')
@@ -135,6 +137,27 @@ def test_strided_and_transposed_rewrites_equal_xla(h, k, s, pad, transposed):
          else conv._strided_as_stride1(x, w, strides, (pad, pad), None))
   assert got is not None  # These shapes take the rewrite.
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize('h,k,s,d,cin,cout,form', [
+    (48, 3, 1, 1, 8, 8, True),     # Large map: k*k-matmul weight gradient.
+    (48, 3, 1, 1, 8, 16, True),
+    (47, 3, 1, 1, 8, 8, False),    # 47x47 output: XLA's is as fast.
+    (48, 3, 1, 1, 8, 4, False),    # Thin output: XLA's is faster.
+    (4, 4, 1, 2, 8, 4, True),      # Transposed, any size.
+    (8, 4, 2, 1, 8, 8, True),      # Strided, k % s == 0: space-to-depth dx.
+    (8, 3, 2, 1, 8, 8, False)])    # Strided, k % s != 0: nothing to gain.
+def test_forms_only_where_they_win(h, k, s, d, cin, cout, form, monkeypatch):
+  monkeypatch.setenv('MEDJAX_CONV_FORMS', 'on')
+  x = jnp.zeros((2, h, h, cin))
+  w = jnp.zeros((k, k, cin, cout))
+  pad = ((k - 1, k - 1),) * 2 if d > 1 else ((k // 2, (k - 1) // 2),) * 2
+
+  def loss(x, w):
+    return jnp.sum(conv.conv_general_dilated(
+        x, w, (s, s), pad, lhs_dilation=(d, d),
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+  assert ('custom_vjp_call' in str(jax.make_jaxpr(loss)(x, w))) == form
 
 
 def test_conv_forms_switch(monkeypatch):

@@ -1,17 +1,18 @@
-"""A drop-in `conv_general_dilated` with a fast weight gradient on CPU.
+"""A drop-in `conv_general_dilated` with faster gradients on CPU.
 
 XLA:CPU computes a convolution's weight gradient as a convolution whose
-"kernel" is the whole feature map. For transposed (input-dilated) and stride-1
-convolutions that runs 10-35x slower than the forward pass (measured on a
-2-core x86 CPU, jax 0.10: 1.4 s vs 0.06 s for DCGAN's 8->16 deconvolution at
-batch 64); for strided convolutions XLA's own is as fast as any. The same
-gradient is a sum of k*k matrix products, one per kernel tap:
+"kernel" is the whole feature map. For transposed (input-dilated)
+convolutions, and stride-1 ones on large maps, that runs far slower than the
+forward pass (2026-11-25, jax 0.10: 1.4 s vs 0.06 s for DCGAN's 8->16
+deconvolution at batch 64; 2026-11-26: 2.4-3x slower than the form below for
+3x3 convolutions at 96x96). The same gradient is a sum of k*k matrix
+products, one per kernel tap:
 
   forward conv (stride s):       dW[i, j] = sum_{b,h,w} x_pad[b, s*h + i, s*w + j]^T dy[b, h, w]
   transposed conv (dilation d):  dW[i, j] = sum_{b,m,n} x[b, m, n]^T dy_pad[b, d*m + pl - i, d*n + pl - j]
 
-which XLA:CPU runs about as fast as the forward pass. The value is the same up
-to float summation order. Two more equivalent forms, also CPU only:
+The value is the same up to float summation order. Two more equivalent
+forms, also CPU only:
 
 * a transposed convolution with >= 8 output channels is computed as s*s
   stride-1 convolutions of the undilated input with k/s x k/s sub-kernels,
@@ -21,6 +22,12 @@ to float summation order. Two more equivalent forms, also CPU only:
   through its space-to-depth form (`_strided_as_stride1`), a stride-1
   convolution, instead of XLA's input-dilated one (~2x faster).
 
+The forms cost compile time and memory (each tap materialises a slice), so a
+convolution takes them only where they win (`_form_applies`): transposed
+ones, strided ones with k divisible by s, and stride-1 ones with an output of
+at least TAPS_MIN_AREA pixels and no fewer output than input channels; the
+rest are plain `lax` (bench/NOTES.md, 2026-11-26: SRGAN x4 batch 16 compiles
+in 13 s instead of 19 s with a third less XLA temp memory, same step time).
 DCGAN train step, batch 128, float32, 2-core CPU: 4.2-4.8 s -> 3.4 s per step
 (docs/benchmarks.md). Pass it to Flax as `nn.Conv(...,
 conv_general_dilated=conv.conv_general_dilated)`; on other backends, and for
@@ -79,15 +86,37 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
           and all(p >= 0 for pair in padding for p in pair)
           and (all(s == 1 for s in strides) or all(d == 1 for d in lhs_dil))
           and preferred_element_type is None)
-  if not fast:
+  padding = (tuple(tuple(int(p) for p in pair) for pair in padding)
+             if fast else padding)
+  if not fast or not _form_applies(lhs.shape, rhs.shape, strides, padding,
+                                   lhs_dil):
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
         feature_group_count=feature_group_count,
         batch_group_count=batch_group_count, precision=precision,
         preferred_element_type=preferred_element_type)
-  padding = tuple(tuple(int(p) for p in pair) for pair in padding)
   return _conv(lhs, rhs, strides, padding, lhs_dil, precision)
+
+
+# Stride-1 convolutions take the k*k-matmul weight gradient only when their
+# output has at least this many pixels and no fewer channels than their input
+# (measured, docs/benchmarks.md: XLA:CPU's own is 2.4-3x slower at 96x96 and
+# 1.0-1.7x at 48x48, but up to 1.4x faster at 24x24 and for thin outputs).
+TAPS_MIN_AREA = 48 * 48
+
+
+def _form_applies(x_shape, w_shape, strides, padding, lhs_dil) -> bool:
+  """Whether one of the forms above beats XLA:CPU for this convolution;
+  elsewhere plain `lax` is as fast, compiles faster and needs less memory."""
+  kh, kw, cin, cout = w_shape
+  if any(d > 1 for d in lhs_dil):
+    return True  # Transposed: phases forward, k*k-matmul weight gradient.
+  if any(s > 1 for s in strides):
+    return not kh % strides[0] and not kw % strides[1]  # Space-to-depth dx.
+  (pt, pb), (pl, pr) = padding
+  area = (x_shape[1] + pt + pb - kh + 1) * (x_shape[2] + pl + pr - kw + 1)
+  return cout >= cin and area >= TAPS_MIN_AREA
 
 
 def _stride1(x, w, precision):
@@ -263,17 +292,7 @@ def weight_grad(x, dy, w_shape, strides, padding, lhs_dil):
   kh, kw, cin, cout = w_shape
   # Accumulate in float32; XLA:CPU has no bf16 x bf16 -> f32 dot.
   x, dy = x.astype(jnp.float32), dy.astype(jnp.float32)
-  if (all(d == 1 for d in lhs_dil) and all(st == 1 for st in strides)
-      and cout < cin):
-    # Slice the thinner tensor: XLA:CPU materialises every tap's slice, and
-    # k*k slices of a wide input (SRResNet's 9x9 64->1 output conv) cost
-    # gigabytes and run 10x slower than slices of the 1-channel dy.
-    # dW[i, j] = sum x_pad[h', w']^T dy_pad[h' + kh-1 - i, w' + kw-1 - j].
-    xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
-    dyp = jnp.pad(dy, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
-    rows = _taps(xp, dyp, (kh, kw), lambda i, j: (kh - 1 - i, kw - 1 - j),
-                 (1, 1), xp.shape[1:3])
-  elif all(d == 1 for d in lhs_dil):
+  if all(d == 1 for d in lhs_dil):
     xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
     # a = x taps (as 'c'), b = dy: einsum gives (I, O) after swapping roles.
     rows = [r.T for r in _taps(dy, xp, (kh, kw), lambda i, j: (i, j), strides,
