@@ -160,6 +160,32 @@ def test_forms_only_where_they_win(h, k, s, d, cin, cout, form, monkeypatch):
   assert ('custom_vjp_call' in str(jax.make_jaxpr(loss)(x, w))) == form
 
 
+@pytest.mark.parametrize('h,k,s,padding', [
+    (9, 3, 1, ((0, 0), (0, 0))), (10, 3, 2, 'VALID'), (7, 1, 1, 'SAME'),
+    (8, 1, 2, ((0, 0), (0, 0))), (11, 3, 2, 'SAME')])
+def test_unpadded_convolution_form_equals_xla(h, k, s, padding, monkeypatch):
+  """Without padding, the CPU path pads the bottom by a stride and drops the
+  extra row (XLA:CPU's unpadded convolutions are slow): same values and
+  gradients."""
+  monkeypatch.setenv('MEDJAX_CONV_FORMS', 'on')
+  x = jax.random.normal(jax.random.key(0), (2, h, h + 1, 4))
+  w = jax.random.normal(jax.random.key(1), (k, k, 4, 6))
+  dn = ('NHWC', 'HWIO', 'NHWC')
+
+  def loss(fn):
+    return lambda x, w: (fn(x, w, (s, s), padding, dimension_numbers=dn)
+                         ** 2).sum()
+  want = jax.grad(loss(lax.conv_general_dilated), (0, 1))(x, w)
+  got = jax.grad(loss(conv.conv_general_dilated), (0, 1))(x, w)
+  for a, b in zip(want, got):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * np.abs(a).max())
+  jaxpr = str(jax.make_jaxpr(
+      lambda x: conv.conv_general_dilated(x, w, (s, s), padding,
+                                          dimension_numbers=dn))(x))
+  unpadded = padding == 'VALID' or padding == ((0, 0), (0, 0)) or k == 1
+  assert (f'padding=((0, {s}), (0, 0))' in jaxpr) == unpadded
+
+
 def test_conv_forms_switch(monkeypatch):
   """MEDJAX_CONV_FORMS turns the forms on/off at trace time, same values."""
   x = jax.random.normal(jax.random.key(0), (2, 4, 4, 3))

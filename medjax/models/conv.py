@@ -22,6 +22,11 @@ forms, also CPU only:
   through its space-to-depth form (`_strided_as_stride1`), a stride-1
   convolution, instead of XLA's input-dilated one (~2x faster).
 
+* a convolution without padding (1x1 ones, VALID ones) is computed with
+  its bottom padded by one stride and the extra output row dropped: XLA:CPU
+  runs unpadded convolutions up to 3x slower than padded ones (InceptionV3
+  at batch 16: 3.4 s -> 2.0 s per forward).
+
 The forms cost compile time and memory (each tap materialises a slice), so a
 convolution takes them only where they win (`_form_applies`): transposed
 ones, strided ones with k divisible by s, and stride-1 ones with an output of
@@ -82,12 +87,25 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
           and _is_nhwc(dimension_numbers, lhs.ndim)
           and feature_group_count == 1 and batch_group_count == 1
           and all(d == 1 for d in (rhs_dilation or (1, 1)))
-          and not isinstance(padding, str)
-          and all(p >= 0 for pair in padding for p in pair)
           and (all(s == 1 for s in strides) or all(d == 1 for d in lhs_dil))
           and preferred_element_type is None)
-  padding = (tuple(tuple(int(p) for p in pair) for pair in padding)
-             if fast else padding)
+  if fast and isinstance(padding, str):
+    if any(d > 1 for d in lhs_dil):
+      fast = False
+    else:
+      padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides,
+                                    padding)
+  if fast:
+    padding = tuple(tuple(int(p) for p in pair) for pair in padding)
+    fast = all(p >= 0 for pair in padding for p in pair)
+  if fast and not any(p for pair in padding for p in pair) and all(
+      d == 1 for d in lhs_dil):
+    # XLA:CPU runs a convolution without padding up to 3x slower than the
+    # same one padded (bench/NOTES.md, 2026-11-26: InceptionV3's 1x1 and
+    # VALID 3x3 ones): pad the bottom by one stride, drop the extra row.
+    return conv_general_dilated(
+        lhs, rhs, strides, ((0, strides[0]), (0, 0)),
+        dimension_numbers=dimension_numbers, precision=precision)[:, :-1]
   if not fast or not _form_applies(lhs.shape, rhs.shape, strides, padding,
                                    lhs_dil):
     return lax.conv_general_dilated(
