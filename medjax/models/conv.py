@@ -11,7 +11,7 @@ products, one per kernel tap:
   forward conv (stride s):       dW[i, j] = sum_{b,h,w} x_pad[b, s*h + i, s*w + j]^T dy[b, h, w]
   transposed conv (dilation d):  dW[i, j] = sum_{b,m,n} x[b, m, n]^T dy_pad[b, d*m + pl - i, d*n + pl - j]
 
-The value is the same up to float summation order. Two more equivalent
+The value is the same up to float summation order. Three more equivalent
 forms, also CPU only:
 
 * a transposed convolution with >= 8 output channels is computed as s*s
