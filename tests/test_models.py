@@ -97,7 +97,7 @@ def test_transposed_conv_equals_pytorch_definition():
     (9, 3, 1, (1, 1), 1), (10, 4, 2, (1, 1), 1), (11, 3, 2, (0, 2), 1),
     (4, 4, 1, (2, 2), 2), (6, 10, 1, (8, 8), 8), (1, 4, 1, (3, 3), 1),
     (7, 5, 1, (1, 3), 3)])
-@pytest.mark.parametrize('cin,cout', [(3, 5), (5, 2)])  # dy or x sliced.
+@pytest.mark.parametrize('cin,cout', [(3, 5), (5, 2)])  # Widening, narrowing.
 def test_fast_weight_gradient_equals_xla(h, k, s, pad, d, cin, cout,
                                         monkeypatch):
   monkeypatch.setattr(conv, 'TAPS_MIN_AREA', 0)  # Small maps take it too.
