@@ -1,5 +1,8 @@
 """DCGAN shapes and dtypes, and the CPU convolution weight gradient."""
 
+import collections
+import re
+
 import jax
 from jax import lax
 import jax.numpy as jnp
@@ -7,6 +10,7 @@ import numpy as np
 import pytest
 
 from medjax import config_lib
+from medjax import trainers
 from medjax.models import conv
 from medjax.models import dcgan
 from medjax.trainers import gan
@@ -139,25 +143,70 @@ def test_strided_and_transposed_rewrites_equal_xla(h, k, s, pad, transposed):
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize('h,k,s,d,cin,cout,form', [
-    (48, 3, 1, 1, 8, 8, True),     # Large map: k*k-matmul weight gradient.
-    (48, 3, 1, 1, 8, 16, True),
-    (47, 3, 1, 1, 8, 8, False),    # 47x47 output: XLA's is as fast.
-    (48, 3, 1, 1, 8, 4, False),    # Thin output: XLA's is faster.
-    (4, 4, 1, 2, 8, 4, True),      # Transposed, any size.
-    (8, 4, 2, 1, 8, 8, True),      # Strided, k % s == 0: space-to-depth dx.
-    (8, 3, 2, 1, 8, 8, False)])    # Strided, k % s != 0: nothing to gain.
-def test_forms_only_where_they_win(h, k, s, d, cin, cout, form, monkeypatch):
-  monkeypatch.setenv('MEDJAX_CONV_FORMS', 'on')
+@pytest.mark.parametrize('h,k,s,d,cin,cout,cpu,gpu', [
+    (48, 3, 1, 1, 8, 8, True, False),   # Large map: k*k-matmul dW on CPU.
+    (48, 3, 1, 1, 8, 16, True, False),
+    (47, 3, 1, 1, 8, 8, False, False),  # 47x47 output: XLA's is as fast.
+    (48, 3, 1, 1, 8, 4, False, False),  # Thin output: XLA's is faster.
+    (4, 4, 1, 2, 8, 4, True, True),     # Transposed, any size.
+    (8, 4, 2, 1, 8, 8, True, True),     # Strided, k % s == 0: s2d dx.
+    (8, 3, 2, 1, 8, 8, False, False)])  # Strided, k % s != 0: no gain.
+def test_forms_only_where_they_win(h, k, s, d, cin, cout, cpu, gpu,
+                                   monkeypatch):
   x = jnp.zeros((2, h, h, cin))
   w = jnp.zeros((k, k, cin, cout))
   pad = ((k - 1, k - 1),) * 2 if d > 1 else ((k // 2, (k - 1) // 2),) * 2
+  for rule, want in (('cpu', cpu), ('gpu', gpu), (None, False)):
+    monkeypatch.setattr(conv, 'forms_rule', lambda rule=rule: rule)
 
-  def loss(x, w):
-    return jnp.sum(conv.conv_general_dilated(
-        x, w, (s, s), pad, lhs_dilation=(d, d),
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
-  assert ('custom_vjp_call' in str(jax.make_jaxpr(loss)(x, w))) == form
+    def loss(x, w):  # A new function per rule: jax caches traces.
+      return jnp.sum(conv.conv_general_dilated(
+          x, w, (s, s), pad, lhs_dilation=(d, d),
+          dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+    assert ('custom_vjp_call' in str(jax.make_jaxpr(loss)(x, w))) == want
+
+
+def _train_step_jaxpr(name, rule, monkeypatch):
+  """The jaxpr of a config's train step at batch 2 under a forms rule."""
+  monkeypatch.setattr(conv, 'forms_rule', lambda: rule)
+  config = _config(name)
+  if config.model.name in config_lib.SR_MODELS:
+    config.dataset.image_size = config.sr.hr_crop
+    config.sr.vgg_weights = 'random_vgg'
+  task = trainers.get_task(config)
+  state = jax.eval_shape(task.init, jax.random.key(0))
+  consts = jax.eval_shape(task.consts)
+  size = config.dataset.image_size
+  batch = {'image': jax.ShapeDtypeStruct((2, size, size, 1), jnp.uint8)}
+  return str(jax.make_jaxpr(task.train_step)(
+      state, batch, jax.random.key(0), consts))
+
+
+def _convolutions(jaxpr: str) -> collections.Counter:
+  """Each convolution equation of a jaxpr's text, variable names dropped."""
+  return collections.Counter(
+      re.sub(r'\b[a-z]+:', ':', eq) for eq in re.findall(
+          r'[a-z]+:\S+ = conv_general_dilated\[[^\]]*\]', jaxpr))
+
+
+def test_gpu_rule_is_the_rule_each_step_was_timed_with(monkeypatch):
+  """On GPU the forms apply where they were measured to win (bench/NOTES.md,
+  H200, 2026-11-26): DCGAN's step is the one timed with
+  MEDJAX_CONV_FORMS=on (float32 1.7x faster) but for the CPU-only padding
+  of D's last, unpadded 4x4 convolution; SRGAN's is the plain lax one that
+  was timed fastest (all forms on: 14-37% slower)."""
+  cpu, gpu, off = (_convolutions(_train_step_jaxpr('dcgan_brain', r,
+                                                   monkeypatch))
+                   for r in ('cpu', 'gpu', None))
+  assert gpu != off
+  only_cpu, only_gpu = cpu - gpu, gpu - cpu
+  # D's last convolution: 3 applications, their 3 dx and 2 dW.
+  assert sum(only_cpu.values()) == sum(only_gpu.values()) == 8
+  assert all('padding=((0, 1), (0, 0))' in eq or 'padding=((3, 2), (3, 3))'
+             in eq for eq in only_cpu)
+  off, gpu = (_train_step_jaxpr('srgan_brain', r, monkeypatch)
+              for r in (None, 'gpu'))
+  assert gpu == off
 
 
 @pytest.mark.parametrize('h,k,s,padding', [
@@ -196,7 +245,7 @@ def test_conv_forms_switch(monkeypatch):
   results = {}
   for choice in ('on', 'off'):
     monkeypatch.setenv('MEDJAX_CONV_FORMS', choice)
-    assert conv.forms_enabled() == (choice == 'on')
+    assert conv.forms_rule() == ('cpu' if choice == 'on' else None)
 
     def loss(x, w):  # A new function: jax caches traces per function.
       return jnp.sum(conv.conv_general_dilated(
@@ -207,9 +256,11 @@ def test_conv_forms_switch(monkeypatch):
     results[choice] = jax.grad(loss, (0, 1))(x, w)
   for a, b in zip(results['on'], results['off']):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+  monkeypatch.setenv('MEDJAX_CONV_FORMS', 'auto')
+  assert conv.forms_rule() == 'cpu'  # The tests run on the CPU.
   monkeypatch.setenv('MEDJAX_CONV_FORMS', 'fast')
   with pytest.raises(ValueError, match='MEDJAX_CONV_FORMS'):
-    conv.forms_enabled()
+    conv.forms_rule()
 
 
 def test_validate_accepts_tiny_test_config(tmp_path):

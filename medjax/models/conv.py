@@ -1,4 +1,4 @@
-"""A drop-in `conv_general_dilated` with faster gradients on CPU.
+"""A drop-in `conv_general_dilated` with faster gradients on CPU and GPU.
 
 XLA:CPU computes a convolution's weight gradient as a convolution whose
 "kernel" is the whole feature map. For transposed (input-dilated)
@@ -12,7 +12,7 @@ products, one per kernel tap:
   transposed conv (dilation d):  dW[i, j] = sum_{b,m,n} x[b, m, n]^T dy_pad[b, d*m + pl - i, d*n + pl - j]
 
 The value is the same up to float summation order. Three more equivalent
-forms, also CPU only:
+forms:
 
 * a transposed convolution with >= 8 output channels is computed as s*s
   stride-1 convolutions of the undilated input with k/s x k/s sub-kernels,
@@ -20,30 +20,33 @@ forms, also CPU only:
   zeros, ~2x faster forward);
 * the input gradient of a strided convolution (k divisible by s) is taken
   through its space-to-depth form (`_strided_as_stride1`), a stride-1
-  convolution, instead of XLA's input-dilated one (~2x faster).
+  convolution, instead of XLA's input-dilated one (~2x faster);
+* (CPU only) a convolution without padding (1x1 ones, VALID ones) is
+  computed with its bottom padded by one stride and the extra output row
+  dropped: XLA:CPU runs unpadded convolutions up to 3x slower than padded
+  ones (InceptionV3 at batch 16: 3.4 s -> 2.0 s per forward).
 
-* a convolution without padding (1x1 ones, VALID ones) is computed with
-  its bottom padded by one stride and the extra output row dropped: XLA:CPU
-  runs unpadded convolutions up to 3x slower than padded ones (InceptionV3
-  at batch 16: 3.4 s -> 2.0 s per forward).
-
-The forms cost compile time and memory (each tap materialises a slice), so a
-convolution takes them only where they win (`_form_applies`): transposed
+The forms cost compile time and memory (each tap materialises a slice), so on
+CPU a convolution takes them only where they win (`_form_applies`): transposed
 ones, strided ones with k divisible by s, and stride-1 ones with an output of
 at least TAPS_MIN_AREA pixels and no fewer output than input channels; the
 rest are plain `lax` (bench/NOTES.md, 2026-11-26: SRGAN x4 batch 16 compiles
 in 13 s instead of 19 s with a third less XLA temp memory, same step time).
 DCGAN train step, batch 128, float32, 2-core CPU: 4.2-4.8 s -> 3.4 s per step
-(docs/benchmarks.md). Pass it to Flax as `nn.Conv(...,
-conv_general_dilated=conv.conv_general_dilated)`; on other backends, and for
-grouped, kernel-dilated or string-padded ones, it is plain
-`lax.conv_general_dilated` (on GPU the fastest form is still to be timed:
-issue 7).
+(docs/benchmarks.md).
+
+On GPU (`forms_rule` 'gpu') only transposed and strided (k divisible by s)
+convolutions take the forms: on an H200 (2026-11-26) they made DCGAN's
+float32 step 1.7x faster at batch 128 and 2.1x at 1024 (bfloat16 the same),
+while the stride-1 weight gradient made SRGAN's step 14-37% slower. On TPU
+and for grouped, kernel-dilated, non-NHWC or negatively padded convolutions
+it is plain `lax.conv_general_dilated`. Pass it to Flax as `nn.Conv(...,
+conv_general_dilated=conv.conv_general_dilated)`.
 
 The environment variable MEDJAX_CONV_FORMS, read when a function is traced,
-overrides the backend rule for timing: 'on' uses the forms on every backend,
-'off' nowhere ('auto', the default: CPU only). bench/train_step.py's
---conv_forms sets it.
+overrides the backend rule for timing: 'on' uses the CPU rule on every
+backend, 'off' plain lax everywhere ('auto', the default: the backend's
+rule). bench/train_step.py's --conv_forms sets it.
 """
 
 import functools
@@ -67,23 +70,35 @@ def _is_nhwc(dimension_numbers, ndim: int) -> bool:
 FORMS = ('auto', 'on', 'off')
 
 
-def forms_enabled() -> bool:
-  """Whether the forms above apply (MEDJAX_CONV_FORMS, else CPU only)."""
+def forms_rule() -> str | None:
+  """Which convolutions take the forms above, from MEDJAX_CONV_FORMS.
+
+  Returns:
+    'cpu': every convolution where a form beats XLA:CPU (`_form_applies`),
+    and unpadded ones padded by a stride; 'gpu': transposed and strided
+    (k divisible by s) ones only; None: none (plain `lax`). 'auto' picks
+    the rule of the default backend (None on TPU, where nothing is timed),
+    'on' the CPU rule on any backend, 'off' None.
+  """
   choice = os.environ.get('MEDJAX_CONV_FORMS', 'auto')
   if choice not in FORMS:
     raise ValueError(f'MEDJAX_CONV_FORMS={choice!r}, expected one of {FORMS}')
-  return choice == 'on' or (choice == 'auto'
-                            and jax.default_backend() == 'cpu')
+  if choice == 'auto':
+    backend = jax.default_backend()
+    return backend if backend in ('cpu', 'gpu') else None
+  return 'cpu' if choice == 'on' else None
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None,
                          feature_group_count=1, batch_group_count=1,
                          precision=None, preferred_element_type=None):
-  """`lax.conv_general_dilated`, with the CPU forms above."""
+  """`lax.conv_general_dilated`, with the forms above where `forms_rule`
+  says they win."""
   strides = tuple(window_strides)
   lhs_dil = tuple(lhs_dilation or (1,) * len(strides))
-  fast = (forms_enabled()
+  rule = forms_rule()
+  fast = (rule is not None
           and _is_nhwc(dimension_numbers, lhs.ndim)
           and feature_group_count == 1 and batch_group_count == 1
           and all(d == 1 for d in (rhs_dilation or (1, 1)))
@@ -98,8 +113,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   if fast:
     padding = tuple(tuple(int(p) for p in pair) for pair in padding)
     fast = all(p >= 0 for pair in padding for p in pair)
-  if fast and not any(p for pair in padding for p in pair) and all(
-      d == 1 for d in lhs_dil):
+  if fast and rule == 'cpu' and not any(
+      p for pair in padding for p in pair) and all(d == 1 for d in lhs_dil):
     # XLA:CPU runs a convolution without padding up to 3x slower than the
     # same one padded (bench/NOTES.md, 2026-11-26: InceptionV3's 1x1 and
     # VALID 3x3 ones): pad the bottom by one stride, drop the extra row.
@@ -107,7 +122,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
         lhs, rhs, strides, ((0, strides[0]), (0, 0)),
         dimension_numbers=dimension_numbers, precision=precision)[:, :-1]
   if not fast or not _form_applies(lhs.shape, rhs.shape, strides, padding,
-                                   lhs_dil):
+                                   lhs_dil, rule):
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
@@ -124,14 +139,20 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
 TAPS_MIN_AREA = 48 * 48
 
 
-def _form_applies(x_shape, w_shape, strides, padding, lhs_dil) -> bool:
-  """Whether one of the forms above beats XLA:CPU for this convolution;
-  elsewhere plain `lax` is as fast, compiles faster and needs less memory."""
+def _form_applies(x_shape, w_shape, strides, padding, lhs_dil,
+                  rule: str = 'cpu') -> bool:
+  """Whether one of the forms above beats XLA for this convolution under
+  `rule` ('cpu' or 'gpu', see `forms_rule`); elsewhere plain `lax` is as
+  fast, compiles faster and needs less memory."""
   kh, kw, cin, cout = w_shape
   if any(d > 1 for d in lhs_dil):
     return True  # Transposed: phases forward, k*k-matmul weight gradient.
   if any(s > 1 for s in strides):
     return not kh % strides[0] and not kw % strides[1]  # Space-to-depth dx.
+  if rule == 'gpu':
+    # H200, 2026-11-26: all forms on made SRGAN's step (stride-1 ones) 14%
+    # slower in float32 and 37% in bfloat16 (bench/NOTES.md).
+    return False
   (pt, pb), (pl, pr) = padding
   area = (x_shape[1] + pt + pb - kh + 1) * (x_shape[2] + pl + pr - kw + 1)
   return cout >= cin and area >= TAPS_MIN_AREA

@@ -6,7 +6,7 @@ table or a PyTorch reference maps onto the config one to one. A PyTorch
 padded by `k - 1 - p` on each side (`nn.Conv` with `input_dilation=s`): output
 size `(H - 1) * s + k - 2p`; its kernel is PyTorch's flipped in space, which
 only matters when porting weights. All convolutions use
-`medjax.models.conv.conv_general_dilated` (fast weight gradients on CPU).
+`medjax.models.conv.conv_general_dilated` (faster gradients on CPU and GPU).
 """
 
 from __future__ import annotations
