@@ -98,6 +98,9 @@ def measure(config, batch_size: int, steps: int, warmup: int,
   t = time.perf_counter()
   for i in range(steps):
     state, metrics = compiled(state, batch, jax.random.key(i), consts)
+  # Host time to dispatch the steps: near the step time, the host (e.g.
+  # launching each kernel), not the device, sets the pace.
+  loop_s = (time.perf_counter() - t) / steps
   jax.block_until_ready((state, metrics))
   step_s = (time.perf_counter() - t) / steps
   profile = {}
@@ -116,8 +119,8 @@ def measure(config, batch_size: int, steps: int, warmup: int,
       'bench': 'train_step', 'model': config.model.name,
       'image_size': config.dataset.image_size, 'batch': batch_size,
       'dtype': config.model.dtype, 'images_per_s': batch_size / step_s,
-      'step_ms': 1e3 * step_s, 'compile_s': compile_s,
-      'gflop_per_image': flops / batch_size / 1e9,
+      'step_ms': 1e3 * step_s, 'host_loop_ms': 1e3 * loop_s,
+      'compile_s': compile_s, 'gflop_per_image': flops / batch_size / 1e9,
       **benchlib.utilisation(flops, step_s),
       **{f'step_{k}': v for k, v in memory.items()},
       **benchlib.peak_memory(), **benchlib.environment(), **profile,
@@ -134,8 +137,9 @@ def main(argv=None):
   parser.add_argument('--conv_forms', nargs='+', choices=conv.FORMS,
                       default=['auto'],
                       help="medjax.models.conv's equivalent convolution "
-                           "forms: 'auto' (CPU only), 'on', 'off' (plain "
-                           'lax); several are timed one after the other')
+                           "forms: 'auto' (the backend's rule), 'on' (the "
+                           "CPU rule anywhere), 'off' (plain lax); several "
+                           'are timed one after the other')
   parser.add_argument('--profile_dir', default='',
                       help='if set, trace 3 more steps per row with '
                            'jax.profiler into DIR/<model>_<batch>_<dtype> '
@@ -155,7 +159,7 @@ def main(argv=None):
         row = measure(config, batch_size, args.steps, args.warmup,
                       profile_dir=profile_dir)
         row['conv_forms'] = forms
-        row['conv_forms_used'] = conv.forms_enabled()
+        row['conv_forms_used'] = conv.forms_rule()  # 'cpu', 'gpu' or None.
         print(json.dumps(row), flush=True)
         rows.append(row)
   print('\n| model | size | batch | dtype | conv forms | img/s | step ms | compile s | '
@@ -163,7 +167,7 @@ def main(argv=None):
         '---|---|---|---|---|')
   for r in rows:
     print(f"| {r['model']} | {r['image_size']} | {r['batch']} | {r['dtype']} "
-          f"| {r['conv_forms']} ({'on' if r['conv_forms_used'] else 'off'}) "
+          f"| {r['conv_forms']} ({r['conv_forms_used'] or 'off'} rule) "
           f"| {r['images_per_s']:.1f} | {r['step_ms']:.1f} | "
           f"{r['compile_s']:.1f} | {r['gflop_per_image']:.2f} | "
           f"{benchlib.percent(r['mfu'])} | "

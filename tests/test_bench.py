@@ -41,6 +41,23 @@ def test_utilisation_uses_the_chip_peak(monkeypatch):
   assert benchlib.utilisation(50e12, 1.0, 'cpu')['mfu'] == 0.5
 
 
+def test_compile_timed_counts_the_model_flops():
+  """FLOPs come from the lowered program, the model as written: a 3x3
+  VALID convolution's 2*N*Ho*Wo*k*k*Cin*Cout (XLA counts only the taps
+  inside the image; optimized GPU programs hide their
+  convolutions in cuDNN calls the cost analysis skips)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax import lax  # pylint: disable=g-import-not-at-top
+  benchlib = load_bench('benchlib')
+  x = jax.ShapeDtypeStruct((2, 8, 8, 4), 'float32')
+  w = jax.ShapeDtypeStruct((3, 3, 4, 16), 'float32')
+  conv = jax.jit(lambda x, w: lax.conv_general_dilated(
+      x, w, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+  _, compile_s, flops, memory = benchlib.compile_timed(conv, x, w)
+  assert flops == 2 * 2 * 6 * 6 * 3 * 3 * 4 * 16
+  assert compile_s > 0 and memory['output_mb'] == 2 * 6 * 6 * 16 * 4 / 2**20
+
+
 def test_pipeline_bench_prints_host_step_and_end_to_end_rows(
     data_dir, capsys):
   bench = load_bench('pipeline')
