@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gzip
 import os
 import platform
 import resource
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from absl import flags
 import jax
@@ -189,9 +190,22 @@ def compile_timed(jitted, *args) -> tuple[Any, float, float, dict]:
   return compiled, compile_s, flops, memory
 
 
-def time_stateless(fn, args, iters: int, warmup: int) -> dict[str, Any]:
+def trace(path: str, compiled, run: Callable[[], Any]) -> None:
+  """Runs `run()` under `jax.profiler.trace(path)`, blocking on its result,
+  and writes `compiled`'s optimized HLO beside the trace
+  (path/<module>.hlo.txt.gz), for bench/trace_summary.py to name each op's
+  source."""
+  with jax.profiler.trace(path):
+    jax.block_until_ready(run())
+  with gzip.open(os.path.join(path, 'module.hlo.txt.gz'), 'wt') as f:
+    f.write(compiled.as_text())
+
+
+def time_stateless(fn, args, iters: int, warmup: int,
+                   profile_dir: str | None = None) -> dict[str, Any]:
   """Compiles jax.jit(fn) for `args`, then times `iters` calls after
   `warmup` untimed ones (for functions without state to thread through).
+  With `profile_dir`, 3 more calls are traced there (`trace`).
 
   Returns:
     {'step_s': seconds per call, 'compile_s' and 'flops' (as
@@ -206,8 +220,11 @@ def time_stateless(fn, args, iters: int, warmup: int) -> dict[str, Any]:
   for _ in range(iters):
     out = compiled(*args)
   jax.block_until_ready(out)
-  return {'step_s': (time.perf_counter() - t) / iters,
-          'compile_s': compile_s, 'flops': flops, 'output': out}
+  step_s = (time.perf_counter() - t) / iters
+  if profile_dir:
+    trace(profile_dir, compiled, lambda: [compiled(*args) for _ in range(3)])
+  return {'step_s': step_s, 'compile_s': compile_s, 'flops': flops,
+          'output': out}
 
 
 def peak_memory() -> dict[str, Any]:

@@ -29,9 +29,11 @@ from medjax.metrics import lpips
 from medjax.models import inception
 
 
-def _time(fn, args, iters: int, warmup: int) -> dict:
-  """Compiles and times a jitted fn; returns its timing fields."""
-  timing = benchlib.time_stateless(fn, args, iters, warmup)
+def _time(fn, args, iters: int, warmup: int,
+          profile_dir: str | None = None) -> dict:
+  """Compiles and times a jitted fn (traced into profile_dir if given);
+  returns its timing fields."""
+  timing = benchlib.time_stateless(fn, args, iters, warmup, profile_dir)
   del timing['output']
   return {**timing, **benchlib.utilisation(timing['flops'], timing['step_s'])}
 
@@ -45,14 +47,18 @@ def _row(case, batch, dtype, timing):
           **benchlib.peak_memory(), **benchlib.environment()}
 
 
-def bench_inception(batch: int, dtype: str, iters: int, warmup: int) -> dict:
+def bench_inception(batch: int, dtype: str, iters: int, warmup: int,
+                    profile_dir: str = '') -> dict:
   params = features.random_inception_params(0)
   model = inception.FIDInceptionV3(dtype=jnp.dtype(dtype))
   x = jnp.asarray(np.random.default_rng(0).uniform(
       -1, 1, (batch, 299, 299, 3)).astype(np.float32))
   fn = lambda p, x: model.apply({'params': p}, x)
-  return _row('inception_fid', batch, dtype,
-              _time(fn, (params, x), iters, warmup))
+  path = profile_dir and os.path.join(profile_dir,
+                                      f'inception_{batch}_{dtype}')
+  row = _row('inception_fid', batch, dtype,
+             _time(fn, (params, x), iters, warmup, path))
+  return dict(row, profile=path) if path else row
 
 
 def bench_ssim(batch: int, iters: int, warmup: int) -> dict:
@@ -82,11 +88,15 @@ def main(argv=None):
                       default=['inception_fid', 'ssim', 'lpips'])
   parser.add_argument('--iters', type=int, default=10)
   parser.add_argument('--warmup', type=int, default=2)
+  parser.add_argument('--profile_dir', default='',
+                      help='if set, trace 3 more InceptionV3 calls per dtype '
+                           'into DIR/inception_<batch>_<dtype>; summarise '
+                           'with bench/trace_summary.py')
   args = parser.parse_args(argv)
   rows = []
   if 'inception_fid' in args.cases:
-    rows += [bench_inception(args.inception_batch, d, args.iters, args.warmup)
-             for d in args.dtypes]
+    rows += [bench_inception(args.inception_batch, d, args.iters, args.warmup,
+                             args.profile_dir) for d in args.dtypes]
   if 'ssim' in args.cases:
     rows.append(bench_ssim(args.batch, args.iters, args.warmup))
   if 'lpips' in args.cases:

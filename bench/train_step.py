@@ -20,7 +20,6 @@ device and date in docs/benchmarks.md.
 """
 
 import argparse
-import gzip
 import json
 import os
 import sys
@@ -86,7 +85,7 @@ def measure(config, batch_size: int, steps: int, warmup: int,
 
   With `profile_dir`, 3 more steps then run under jax.profiler.trace into
   profile_dir/<model>_<batch>_<dtype>, with the step's optimized HLO text
-  (train_step.hlo.txt.gz) beside the trace; summarise it with
+  beside the trace (`benchlib.trace`); summarise it with
   bench/trace_summary.py. The row records the folder as 'profile'.
   """
   step, state, batch, consts = build(config, batch_size)
@@ -107,13 +106,12 @@ def measure(config, batch_size: int, steps: int, warmup: int,
   if profile_dir:
     path = os.path.join(profile_dir, f'{config.model.name}_{batch_size}_'
                         f'{config.model.dtype}')
-    with jax.profiler.trace(path):
+    def run():
+      nonlocal state
       for i in range(3):
-        state, metrics = compiled(state, batch, jax.random.key(i), consts)
-      jax.block_until_ready((state, metrics))
-    # The optimized HLO, for trace_summary.py to name each op's source.
-    with gzip.open(os.path.join(path, 'train_step.hlo.txt.gz'), 'wt') as f:
-      f.write(compiled.as_text())
+        state, _ = compiled(state, batch, jax.random.key(i), consts)
+      return state
+    benchlib.trace(path, compiled, run)
     profile = {'profile': path}
   return {
       'bench': 'train_step', 'model': config.model.name,

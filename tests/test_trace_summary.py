@@ -1,8 +1,6 @@
 """bench/trace_summary.py reads a real jax.profiler trace (CPU) and a GPU-shaped one."""
 
-import gzip
 import json
-import os
 import tarfile
 
 import jax
@@ -14,11 +12,10 @@ from tests.conftest import load_bench
 ts = load_bench('trace_summary')
 
 
-
-
 @pytest.fixture(scope='module')
 def trace_dir(tmp_path_factory):
-  """A trace of 3 calls of a jitted conv + matmul, with its HLO text."""
+  """A trace of 3 calls of a jitted conv + matmul, with its HLO text
+  (`benchlib.trace`, as the bench scripts write them)."""
 
   def f(x, w, m):
     y = jax.lax.conv_general_dilated(
@@ -30,11 +27,8 @@ def trace_dir(tmp_path_factory):
   compiled = jax.jit(f).lower(*args).compile()
   compiled(*args).block_until_ready()
   path = str(tmp_path_factory.mktemp('trace'))
-  with jax.profiler.trace(path):
-    for _ in range(3):
-      compiled(*args).block_until_ready()
-  with gzip.open(os.path.join(path, 'f.hlo.txt.gz'), 'wt') as fp:
-    fp.write(compiled.as_text())
+  load_bench('benchlib').trace(
+      path, compiled, lambda: [compiled(*args) for _ in range(3)])
   return path
 
 
@@ -107,3 +101,15 @@ def test_self_time_subtracts_nested_events():
   summary = ts.summarise({'traceEvents': events})
   got = {r['op']: (r['total_us'], r['calls']) for r in summary['ops']}
   assert got == {'while.1': (50, 1), 'dot.2': (50, 2)}
+
+
+def test_inception_bench_profile_is_summarised(tmp_path, capsys):
+  """bench/metrics.py --profile_dir traces InceptionV3 calls that
+  trace_summary reads, with each op's source from the saved HLO."""
+  row = load_bench('metrics').bench_inception(1, 'float32', iters=1,
+                                              warmup=0,
+                                              profile_dir=str(tmp_path))
+  assert row['profile'] == str(tmp_path / 'inception_1_float32')
+  summary = ts.main([row['profile'], '--top', '5'])
+  assert 'Top XLA ops' in capsys.readouterr().out
+  assert any('Mixed_' in r['source'] for r in summary['ops'])
