@@ -21,10 +21,13 @@ line each, then a short table:
   step       the train step fed the way train.py's loop feeds it, per
              source: `synthetic` (one fixed batch already on the device),
              `real` (train.py's `pipeline.DevicePrefetch` over the grain
-             iterator: `device_prefetch` batches put on the device ahead,
-             the config's, 2 by default; `--config.device_prefetch=K` sets
-             it), and where that is above 0 also `real_unprefetched` (each
-             batch put when the step asks for it, for comparison).
+             iterator: `device_prefetch` batches read and put on the device
+             ahead by a background thread, the config's, 2 by default;
+             `--config.device_prefetch=K` sets it), and where that is above
+             0 also `real_unprefetched` (each batch read and put on the
+             loop's thread when the step asks for it, for comparison).
+             `host_next_ms` is the loop's wait in next(), `host_put_ms`
+             the put's time wherever it ran.
              Each loop also does train.py's per-step metric merge;
              timed from the first to the last step's result.
   end_to_end real / synthetic step time, compile time (lower + compile of
@@ -160,7 +163,7 @@ def _feed(setup: Setup, source: str, fixed):
     while True:
       t = time.perf_counter()
       batch = next(it)
-      timers['next'] += time.perf_counter() - t  # Includes the puts.
+      timers['next'] += time.perf_counter() - t  # Unprefetched: + put.
       yield batch
   return timed_next(), timers
 
@@ -233,7 +236,10 @@ def measure_steps(setup: Setup, steps: int, warmup: int, repeats: int = 1
         'images_per_s': b / step_s, 'step_ms': 1e3 * step_s,
         'step_ms_runs': [1e3 * x for x in times[s]],
         'host_loop_ms': 1e3 * statistics.median(loops[s]),
-        'host_next_ms': 1e3 * (host[s]['next'] - host[s]['put']) / n,
+        # The loop's wait in next() (the put included when it runs on the
+        # loop's thread, i.e. without prefetch), and the put's own time
+        # (on DevicePrefetch's thread with prefetch).
+        'host_next_ms': 1e3 * host[s]['next'] / n,
         'host_put_ms': 1e3 * host[s]['put'] / n,
         **benchlib.environment()})
   synthetic, real = rows[0]['step_ms'], rows[1]['step_ms']

@@ -1,5 +1,8 @@
 """Host pipeline: in-memory split, seeded epochs, checkpointable position."""
 
+import threading
+import time
+
 import jax
 import numpy as np
 import pytest
@@ -106,7 +109,13 @@ def test_device_prefetch_keeps_the_order_and_the_consumer_position(
   it = _prefetched(size, puts)
   got = [_ids(jax.device_get(next(it))) for _ in range(3)]
   assert got == expected[:3]
-  assert len(puts) == 3 + size  # `size` batches already on the device.
+  # `size` batches go on the device ahead (on the background thread), and
+  # no more.
+  deadline = time.monotonic() + 30
+  while len(puts) < 3 + size and time.monotonic() < deadline:
+    time.sleep(0.01)
+  time.sleep(0.2)
+  assert len(puts) == 3 + size
   # The saved position is after the batches handed out, not those read
   # ahead: a resumed run continues with batch 4, as an uninterrupted one.
   ckpt = checkpointing.Checkpointer(str(tmp_path / 'ckpt'))
@@ -124,3 +133,32 @@ def test_device_prefetch_keeps_the_order_and_the_consumer_position(
 def test_device_prefetch_size_must_not_be_negative():
   with pytest.raises(ValueError, match='>= 0'):
     _prefetched(-1)
+
+
+def test_device_prefetch_reads_on_a_thread_and_raises_its_errors():
+  """With size > 0 the host iterator and `put` run on a background thread;
+  their errors reach the consumer at the batch they concern, and `close`
+  keeps the consumer's position."""
+  threads = set()
+
+  def put(batch):
+    threads.add(threading.current_thread().name)
+    if _ids(batch) == failing[0]:
+      raise RuntimeError('bad batch')
+    return batch
+  plain = pipeline.make_iterator(_fake(), 4, seed=3)
+  expected = [_ids(next(plain)) for _ in range(6)]
+  failing = [None]
+  it = pipeline.DevicePrefetch(pipeline.make_iterator(_fake(), 4, seed=3),
+                               put, 2)
+  assert _ids(next(it)) == expected[0]
+  assert threads == {'DevicePrefetch'}
+  it.close()
+  assert [_ids(next(it)) for _ in range(2)] == expected[1:3]
+  it.close()
+  failing[0] = expected[4]
+  assert _ids(next(it)) == expected[3]
+  for _ in range(2):  # The failing batch's call, and every later one.
+    with pytest.raises(RuntimeError, match='bad batch'):
+      next(it)
+  it.close()
