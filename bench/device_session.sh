@@ -153,6 +153,12 @@ stage inception_ref reference.log 120 "${REFPY[@]}" --case=inception_fid --batch
 # medjax's conv forms (medjax/models/conv.py): plain lax and the CPU rule
 # against the GPU rule that dcgan_small timed.
 stage conv_forms medjax.log 60 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}" --conv_forms off on
+# The SRGAN b16 loop was host-bound on the H200 (launching took as long as
+# running): CUDA graphs for every run of commands, however short (XLA's
+# default leaves runs under its minimum graph size, between cuDNN
+# convolutions, to plain launches).
+stage xla_graphs medjax.log 60 env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_graph_min_graph_size=1" \
+  "${TS[@]}" --dtypes float32 --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
 # The largest SRGAN batch, from XLA's memory analysis alone: compiled without
 # cuDNN autotuning (seconds, not a minute, per compile), and not run (a step
 # without autotuned algorithms ran 130x slower on an H200, 2026-11-26).
