@@ -419,12 +419,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       validate(step)
     if step % config.checkpoint_every_steps == 0 or last:
       ckpt.save(step, state, iterator)
-  iterator.close()
   if start < config.num_train_steps and (
       config.num_train_steps % config.sample_every_steps):
     write_visuals(config.num_train_steps)
   ckpt.wait()
   ckpt.close()
+  iterator.close()  # After the checkpoints have its position.
   if best_ckpt is not None:
     best_ckpt.close()
   writer.flush()

@@ -137,8 +137,8 @@ def test_device_prefetch_size_must_not_be_negative():
 
 def test_device_prefetch_reads_on_a_thread_and_raises_its_errors():
   """With size > 0 the host iterator and `put` run on a background thread;
-  their errors reach the consumer at the batch they concern, and `close`
-  keeps the consumer's position."""
+  their errors reach the consumer at the batch they concern; stopping the
+  thread keeps the consumer's position; `close` ends the pipeline."""
   threads = set()
 
   def put(batch):
@@ -153,12 +153,13 @@ def test_device_prefetch_reads_on_a_thread_and_raises_its_errors():
                                put, 2)
   assert _ids(next(it)) == expected[0]
   assert threads == {'DevicePrefetch'}
-  it.close()
+  it._stop_worker()  # pylint: disable=protected-access
   assert [_ids(next(it)) for _ in range(2)] == expected[1:3]
-  it.close()
+  it._stop_worker()  # pylint: disable=protected-access
   failing[0] = expected[4]
   assert _ids(next(it)) == expected[3]
   for _ in range(2):  # The failing batch's call, and every later one.
     with pytest.raises(RuntimeError, match='bad batch'):
       next(it)
   it.close()
+  assert it._worker is None  # pylint: disable=protected-access

@@ -342,19 +342,24 @@ class DevicePrefetch(grain.DatasetIterator):
     batch, self._state = item
     return batch
 
-  def close(self) -> None:
+  def _stop_worker(self) -> None:
     """Stops the background thread (a later `next` starts a new one); the
     batches read ahead are dropped, the position is kept."""
-    if self._worker is not None:
+    if getattr(self, '_worker', None) is not None:
       self._stop.set()
       self._worker.join()
       self._worker = None
       self._parent.set_state(copy.deepcopy(self._state))
 
+  def close(self) -> None:
+    """Stops the background thread, then closes the pipeline (grain)."""
+    self._stop_worker()
+    super().close()
+
   def get_state(self) -> dict[str, Any]:
     return copy.deepcopy(self._state)
 
   def set_state(self, state: dict[str, Any]) -> None:
-    self.close()
+    self._stop_worker()
     self._parent.set_state(state)
     self._state = copy.deepcopy(state)
