@@ -153,12 +153,16 @@ stage inception_ref reference.log 120 "${REFPY[@]}" --case=inception_fid --batch
 # medjax's conv forms (medjax/models/conv.py): plain lax and the CPU rule
 # against the GPU rule that dcgan_small timed.
 stage conv_forms medjax.log 60 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}" --conv_forms off on
-# The SRGAN b16 loop was host-bound on the H200 (launching took as long as
-# running): CUDA graphs for every run of commands, however short (XLA's
-# default leaves runs under its minimum graph size, between cuDNN
-# convolutions, to plain launches).
-stage xla_graphs medjax.log 60 env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_graph_min_graph_size=1" \
+# Both paper-batch steps carry a fixed cost per step on the H200 (a line
+# through the two batches' step times: SRGAN ~6.5 ms, DCGAN ~1.8 ms), and
+# XLA leaves cuDNN convolutions out of its CUDA graphs by default, so the
+# graphs between them are short or not made. Here every command, the
+# convolutions too, goes into CUDA graphs of any length.
+GRAPHS="--xla_gpu_enable_command_buffer=+CONVOLUTION --xla_gpu_graph_min_graph_size=1"
+stage xla_graphs medjax.log 60 env XLA_FLAGS="${XLA_FLAGS:-} $GRAPHS" \
   "${TS[@]}" --dtypes float32 --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
+stage xla_graphs_dcgan medjax.log 40 env XLA_FLAGS="${XLA_FLAGS:-} $GRAPHS" \
+  "${TS[@]}" --dtypes float32 --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}"
 # The largest SRGAN batch, from XLA's memory analysis alone: compiled without
 # cuDNN autotuning (seconds, not a minute, per compile), and not run (a step
 # without autotuned algorithms ran 130x slower on an H200, 2026-11-26).
