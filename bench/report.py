@@ -9,8 +9,9 @@ one (ref_degrade.py) and medjax's bench/ train_step, metrics, degradations,
 pipeline and max_batch scripts. Prints the device/date/commit header and
 markdown tables against the performance issue's goals: train steps and
 Inception vs PyTorch (each dtype >= 2x PyTorch's best; Inception >=
-torch.compile), degradations vs OpenCV (>= 10x), real vs synthetic input
-pipeline (<= 1.10), largest batch. A figure measured more than once is the
+torch.compile), the train steps' fixed cost per step (from two batches),
+degradations vs OpenCV (>= 10x), real vs synthetic input pipeline (<= 1.10),
+largest batch. A figure measured more than once is the
 median, marked `*` and footnoted with the count. `--json`: one JSON object per
 table row instead. Standard library only (no jax): runs anywhere.
 """
@@ -262,6 +263,40 @@ def largest_batches(rows: Sequence[Row]) -> list[Row]:
   return out
 
 
+def fixed_costs(rows: Sequence[Row]) -> list[Row]:
+  """The per-step cost that does not grow with the batch, per train step.
+
+  A line t = fixed + per_image * batch through the median step times at the
+  smallest and largest batch of each (workload, dtype) timed at two or more:
+  a fixed part near the step time says the step is bound by launching
+  kernels (and host work), not by arithmetic.
+
+  Returns:
+    One dict per (workload, dtype): `batches` (smallest, largest),
+    `step_ms` at each, `fixed_ms`, `per_image_ms`, `fixed_share` (of the
+    smallest batch's step) and `host_loop_ms` there (None if not recorded).
+  """
+  steps = _group((r for r in rows if r.get('bench') == 'train_step'
+                  and _workload(r) and r.get('step_ms')),
+                 lambda r: (_workload(r), r.get('dtype')))
+  out = []
+  for (w, d), group in _sorted(steps):
+    by_batch = _group(group, lambda r: r['batch'])
+    if len(by_batch) < 2:
+      continue
+    lo, hi = min(by_batch), max(by_batch)
+    t_lo, t_hi = (_median(by_batch[b], 'step_ms') for b in (lo, hi))
+    per_image = (t_hi - t_lo) / (hi - lo)
+    fixed = t_lo - per_image * lo
+    out.append({'table': 'fixed_cost', 'workload': w, 'dtype': d,
+                'batches': (lo, hi), 'step_ms': (t_lo, t_hi),
+                'fixed_ms': fixed, 'per_image_ms': per_image,
+                'fixed_share': fixed / t_lo,
+                'host_loop_ms': _median(by_batch[lo], 'host_loop_ms'),
+                'runs': {}})
+  return out
+
+
 def build_report(rows: Sequence[Row], commit: str, date: str) -> list[Row]:
   """All tables' rows after a 'session' row.
 
@@ -271,7 +306,7 @@ def build_report(rows: Sequence[Row], commit: str, date: str) -> list[Row]:
 
   Returns:
     [{'table': 'session', 'devices' (the medjax rows' distinct devices),
-    'date', 'commit'}, *compare_steps, *compare_degradations,
+    'date', 'commit'}, *compare_steps, *fixed_costs, *compare_degradations,
     *compare_pipeline, *largest_batches].
   """
   devices = list(dict.fromkeys(
@@ -279,8 +314,8 @@ def build_report(rows: Sequence[Row], commit: str, date: str) -> list[Row]:
       if r.get('bench', 'reference') != 'reference' and r.get('device')))
   return [{'table': 'session', 'devices': devices, 'date': date,
            'commit': commit}, *compare_steps(rows),
-          *compare_degradations(rows), *compare_pipeline(rows),
-          *largest_batches(rows)]
+          *fixed_costs(rows), *compare_degradations(rows),
+          *compare_pipeline(rows), *largest_batches(rows)]
 
 
 def _fmt(fn: Callable[[float], str]) -> Callable[[Any], str]:
@@ -315,6 +350,16 @@ SECTIONS = {  # table: (title, header, cells(row, marked cell))
         'PyTorch best', 'medjax fp32', 'medjax bf16', 'medjax fp32 / best',
         'medjax bf16 / best', 'goal', 'met?', 'medjax MFU (fp32 / bf16)',
         'compile s (fp32 / bf16)', 'peak MB (fp32 / bf16)'], _step_cells),
+    'fixed_cost': ('Fixed cost per step (a line through two batches)', [
+        'workload', 'dtype', 'batches', 'step ms', 'fixed ms',
+        'ms per image', 'fixed share', 'host loop ms (smaller batch)'],
+        lambda r, c: [
+            r['workload'], str(r['dtype']),
+            ' / '.join(map(str, r['batches'])),
+            ' / '.join(MS(t) for t in r['step_ms']),
+            _fmt(lambda v: f'{v:.2f}')(r['fixed_ms']),
+            _fmt(lambda v: f'{v:.3f}')(r['per_image_ms']),
+            PCT(r['fixed_share']), MS(r['host_loop_ms'])]),
     'degradations': ('Degradations on device vs OpenCV', [
         'spec', 'batch', 'medjax img/s', 'OpenCV img/s', 'OpenCV figure',
         'ratio', 'goal', 'met?'], lambda r, c: [

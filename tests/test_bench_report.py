@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from tests.conftest import load_bench
@@ -254,3 +255,26 @@ def test_xla_flags_variant_is_its_own_row_against_the_same_reference():
   assert [(r['workload'], r['ratio_float32']) for r in steps] == [
       ('dcgan64', 2.5),
       ('dcgan64 (XLA_FLAGS --xla_gpu_autotune_level=0)', 2.0)]
+
+
+def test_fixed_cost_is_the_line_through_the_smallest_and_largest_batch():
+  """t = fixed + per_image * batch through the medians at the two ends;
+  workloads timed at one batch get no row."""
+  rows = [_train('srgan', 96, 16, 'float32', 1e3 * 16 / 10.0,
+                 host_loop_ms=9.5),
+          _train('srgan', 96, 16, 'float32', 1e3 * 16 / 12.0,
+                 host_loop_ms=10.5),
+          _train('srgan', 96, 32, 'float32', 1e3 * 32 / 15.0),
+          _train('srgan', 96, 64, 'float32', 1e3 * 64 / 23.0),
+          _train('dcgan', 64, 128, 'float32', 20000.0)]
+  fixed = [r for r in report.build_report(rows, commit='c', date='d')
+           if r['table'] == 'fixed_cost']
+  assert len(fixed) == 1
+  r = fixed[0]
+  assert r['batches'] == (16, 64)
+  np.testing.assert_allclose(r['step_ms'], (11.0, 23.0))
+  np.testing.assert_allclose(
+      (r['per_image_ms'], r['fixed_ms'], r['fixed_share'], r['host_loop_ms']),
+      (0.25, 7.0, 7.0 / 11.0, 10.0))
+  text = report.render(report.build_report(rows, commit='c', date='d'))
+  assert '| srgan_x4_96 | float32 | 16 / 64 | 11.0 / 23.0 | 7.00 | 0.250 | 63.6% | 10.0 |' in text
