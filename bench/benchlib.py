@@ -193,7 +193,7 @@ def compile_timed(jitted, *args) -> tuple[Any, float, float, dict]:
 def trace(path: str, compiled, run: Callable[[], Any]) -> None:
   """Runs `run()` under `jax.profiler.trace(path)`, blocking on its result,
   and writes `compiled`'s optimized HLO beside the trace
-  (path/<module>.hlo.txt.gz), for bench/trace_summary.py to name each op's
+  (path/module.hlo.txt.gz), for bench/trace_summary.py to name each op's
   source."""
   with jax.profiler.trace(path):
     jax.block_until_ready(run())
