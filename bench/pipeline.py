@@ -59,6 +59,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # pylint: disable=wrong-import-position
 
 from medjax import config_lib  # pylint: disable=wrong-import-position
+from medjax import packing  # pylint: disable=wrong-import-position
 from medjax import train  # pylint: disable=wrong-import-position
 from medjax import trainers  # pylint: disable=wrong-import-position
 from medjax.data import pipeline  # pylint: disable=wrong-import-position
@@ -86,10 +87,16 @@ class Setup:
     init_rng, self.step_root, _ = jax.random.split(
         jax.random.key(config.seed), 3)
     self.state = jax.jit(task.init, out_shardings=self.replicated)(init_rng)
+    packer = None
+    if config.pack_state:  # As train_and_evaluate carries it.
+      packer = packing.StatePacker(self.state)
+      self.state = jax.jit(packer.pack, out_shardings=self.replicated)(
+          self.state)
 
     # train_and_evaluate's compiled step and metric merge.
     self.train_step, self.merge = train.make_train_step(
-        task, transform, self.step_root, self.replicated, self.data_sharding)
+        task, transform, self.step_root, self.replicated, self.data_sharding,
+        packer)
     self.consts = jax.device_put(task.consts(), self.replicated)
     self.step = 0
 

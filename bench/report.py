@@ -83,15 +83,18 @@ def _sorted(groups: dict) -> list:
 
 def _workload(r: Row) -> str | None:
   """The reference's case name of a medjax row; a train step timed with
-  its conv forms forced (`conv_forms` 'on'/'off') or under XLA_FLAGS is a
-  variant of it, e.g. 'dcgan64 (conv forms on)' or 'dcgan64 (XLA_FLAGS
-  --xla_gpu_autotune_level=0)', compared with the same reference."""
+  its conv forms forced (`conv_forms` 'on'/'off'), its state packed
+  (`pack_state`) or under XLA_FLAGS is a variant of it, e.g. 'dcgan64
+  (conv forms on)' or 'dcgan64 (XLA_FLAGS --xla_gpu_autotune_level=0)',
+  compared with the same reference."""
   if r.get('bench') == 'train_step' and 'model' in r:
     size = r.get('image_size')
     name = TRAIN_WORKLOADS.get((r['model'], size), f"{r['model']}{size or ''}")
     forms = r.get('conv_forms', 'auto')
     if forms != 'auto':
       name += f' (conv forms {forms})'
+    if r.get('pack_state'):
+      name += ' (state packed)'
     if r.get('xla_flags'):
       name += f" (XLA_FLAGS {r['xla_flags']})"
     return name

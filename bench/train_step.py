@@ -20,6 +20,7 @@ device and date in docs/benchmarks.md.
 """
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -33,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # pylint: disable=wrong-import-position
 
 from medjax import config_lib  # pylint: disable=wrong-import-position
+from medjax import packing  # pylint: disable=wrong-import-position
 from medjax import trainers  # pylint: disable=wrong-import-position
 from medjax.models import conv  # pylint: disable=wrong-import-position
 
@@ -53,12 +55,15 @@ def step_config(config_argv, dtype: str, vgg_weights: str = 'random_vgg'):
   return config
 
 
-def build(config, batch_size: int):
+def build(config, batch_size: int, pack_state: bool = False):
   """The task's jitted train step (state donated), a state, batch and consts.
 
   Args:
     config: a validated-on-call experiment config.
     batch_size: images per step.
+    pack_state: the step takes and returns the state packed, one flat array
+      per dtype (`medjax.packing`), as medjax.train's loop does with
+      `config.pack_state`.
 
   Returns:
     (jitted step(state, batch, rng, consts) -> (state, metrics), state,
@@ -75,20 +80,24 @@ def build(config, batch_size: int):
   batch = {'image': jnp.asarray(
       np.random.default_rng(0).integers(0, 256, shape, np.uint8))}
   consts = jax.device_put(task.consts())
-  step = jax.jit(task.train_step, donate_argnums=0)
+  step_fn = task.train_step
+  if pack_state:
+    packer = packing.StatePacker(state)
+    state, step_fn = jax.jit(packer.pack)(state), packer.wrap(step_fn)
+  step = jax.jit(step_fn, donate_argnums=0)
   return step, state, batch, consts
 
 
 def measure(config, batch_size: int, steps: int, warmup: int,
-            profile_dir: str | None = None) -> dict:
+            profile_dir: str | None = None, pack_state: bool = False) -> dict:
   """Compiles and times `steps` train steps; returns the measurement.
 
   With `profile_dir`, 3 more steps then run under jax.profiler.trace into
-  profile_dir/<model>_<batch>_<dtype>, with the step's optimized HLO text
+  profile_dir/<model>_<batch>_<dtype>[_unpacked], with the step's optimized HLO text
   beside the trace (`benchlib.trace`); summarise it with
   bench/trace_summary.py. The row records the folder as 'profile'.
   """
-  step, state, batch, consts = build(config, batch_size)
+  step, state, batch, consts = build(config, batch_size, pack_state)
   compiled, compile_s, flops, memory = benchlib.compile_timed(
       step, state, batch, jax.random.key(0), consts)
   for i in range(warmup):
@@ -105,7 +114,8 @@ def measure(config, batch_size: int, steps: int, warmup: int,
   profile = {}
   if profile_dir:
     path = os.path.join(profile_dir, f'{config.model.name}_{batch_size}_'
-                        f'{config.model.dtype}')
+                        f'{config.model.dtype}' + ('' if pack_state
+                                                   else '_unpacked'))
     def run():
       nonlocal state
       for i in range(3):
@@ -116,7 +126,9 @@ def measure(config, batch_size: int, steps: int, warmup: int,
   return {
       'bench': 'train_step', 'model': config.model.name,
       'image_size': config.dataset.image_size, 'batch': batch_size,
-      'dtype': config.model.dtype, 'images_per_s': batch_size / step_s,
+      'dtype': config.model.dtype, 'pack_state': pack_state,
+      'state_arrays': len(jax.tree.leaves(state)),
+      'images_per_s': batch_size / step_s,
       'step_ms': 1e3 * step_s, 'host_loop_ms': 1e3 * loop_s,
       'compile_s': compile_s, 'gflop_per_image': flops / batch_size / 1e9,
       **benchlib.utilisation(flops, step_s),
@@ -138,6 +150,13 @@ def main(argv=None):
                            "forms: 'auto' (the backend's rule), 'on' (the "
                            "CPU rule anywhere), 'off' (plain lax); several "
                            'are timed one after the other')
+  parser.add_argument('--pack_state', nargs='+', choices=('on', 'off'),
+                      default=['off'],
+                      help="'on': the step passes the state as one flat "
+                           'array per dtype, as the training loop does with '
+                           "config.pack_state; 'off' (the loop's default): "
+                           "as the task's pytree of leaves; several are "
+                           'timed one after the other at each batch')
   parser.add_argument('--profile_dir', default='',
                       help='if set, trace 3 more steps per row with '
                            'jax.profiler into DIR/<model>_<batch>_<dtype> '
@@ -149,24 +168,27 @@ def main(argv=None):
   for forms in args.conv_forms:
     os.environ['MEDJAX_CONV_FORMS'] = forms  # Read when the step is traced.
     for dtype in args.dtypes:
-      for batch_size in args.batch_size:
+      for batch_size, pack in itertools.product(args.batch_size,
+                                                args.pack_state):
         config = step_config(config_argv, dtype, args.vgg_weights)
         profile_dir = args.profile_dir and (
             os.path.join(args.profile_dir, f'conv_{forms}')
             if len(args.conv_forms) > 1 else args.profile_dir)
         row = measure(config, batch_size, args.steps, args.warmup,
-                      profile_dir=profile_dir)
+                      profile_dir=profile_dir, pack_state=pack == 'on')
         row['conv_forms'] = forms
         row['conv_forms_used'] = conv.forms_rule()  # 'cpu', 'gpu' or None.
         print(json.dumps(row), flush=True)
         rows.append(row)
-  print('\n| model | size | batch | dtype | conv forms | img/s | step ms | compile s | '
-        'GFLOP/img | MFU | peak MB | device |\n|---|---|---|---|---|---|---|'
-        '---|---|---|---|---|')
+  print('\n| model | size | batch | dtype | conv forms | state arrays | img/s '
+        '| step ms | host loop ms | compile s | GFLOP/img | MFU | peak MB | '
+        'device |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
   for r in rows:
     print(f"| {r['model']} | {r['image_size']} | {r['batch']} | {r['dtype']} "
           f"| {r['conv_forms']} ({r['conv_forms_used'] or 'off'} rule) "
-          f"| {r['images_per_s']:.1f} | {r['step_ms']:.1f} | "
+          f"| {r['state_arrays']} ({'packed' if r['pack_state'] else 'leaves'})"
+          f" | {r['images_per_s']:.1f} | {r['step_ms']:.1f} | "
+          f"{r['host_loop_ms']:.2f} | "
           f"{r['compile_s']:.1f} | {r['gflop_per_image']:.2f} | "
           f"{benchlib.percent(r['mfu'])} | "
           f"{r['peak_memory_mb']:.0f} ({r['peak_memory_source'].split()[0]})"

@@ -23,6 +23,7 @@ import numpy as np
 from medjax import checkpointing
 from medjax import config_lib
 from medjax import images as image_lib
+from medjax import packing
 from medjax import writers
 from medjax.data import degradations
 from medjax.data import pipeline
@@ -170,7 +171,8 @@ def restore_run(workdir: str, step: int | None = None, best: bool = False,
 
 
 def make_train_step(task, transform, step_root: jax.Array,
-                    replicated: NamedSharding, data_sharding: NamedSharding):
+                    replicated: NamedSharding, data_sharding: NamedSharding,
+                    packer: packing.StatePacker | None = None):
   """The loop's compiled step and metric merge (also used by bench/).
 
   Args:
@@ -178,6 +180,8 @@ def make_train_step(task, transform, step_root: jax.Array,
     transform: `batch_transform(config.dataset)` or None.
     step_root: the key every step's key is folded from.
     replicated, data_sharding: the state's and the batch's shardings.
+    packer: if given, the step takes and returns the state packed by it
+      (`config.pack_state`): a few arrays instead of hundreds of leaves.
 
   Returns:
     (train_step(state, batch, step, consts) -> (state, metrics), state
@@ -192,7 +196,9 @@ def make_train_step(task, transform, step_root: jax.Array,
     if transform is not None:
       batch = dict(batch, image=transform(
           batch['image'], jax.random.fold_in(rng, 1)))
-    return task.train_step(state, batch, rng, consts)
+    step_state = task.train_step if packer is None else packer.wrap(
+        task.train_step)
+    return step_state(state, batch, rng, consts)
 
   # The root key is an argument, not a closed-over constant: a constant is
   # read back to the host to be embedded when compiling, and would make the
@@ -346,8 +352,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           _init_generator_from(task, state, task.init_from), replicated)
     logging.info('Starting from scratch in %s.', workdir)
 
+  # The loop carries the state packed (`config.pack_state`): one array per
+  # dtype crosses each step call instead of hundreds of leaves.
+  if config.pack_state:
+    packer = packing.StatePacker(jax.eval_shape(task.init, init_rng))
+    loop_state = jax.jit(packer.pack, out_shardings=replicated)(state)
+    unpack = jax.jit(packer.unpack, out_shardings=replicated)
+  else:
+    packer, loop_state, unpack = None, state, lambda s: s
+  del state  # Only the loop's copy stays on the devices.
   train_step, merge_metrics = make_train_step(
-      task, transform, step_root, replicated, data_sharding)
+      task, transform, step_root, replicated, data_sharding, packer)
   consts = jax.device_put(task.consts(), replicated)
   visuals = jax.jit(task.visuals, out_shardings=replicated)
   visual_inputs = jax.device_put(visual_inputs(sample_rng, eval_images),
@@ -358,7 +373,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     writer.write_hparams(config_lib.flatten(config))
   progress = writers.ReportProgress(config.num_train_steps, writer)
 
-  def write_visuals(step):
+  def write_visuals(step, state):
     for name, batch in visuals(state, visual_inputs).items():
       grid = image_lib.make_grid(np.asarray(batch), task.visual_columns)
       if is_chief:
@@ -370,7 +385,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   best = _read_best(workdir) if task.best_metric else None
   best_ckpt = None
 
-  def validate(step):
+  def validate(step, state):
     nonlocal best, best_ckpt
     values = evaluate(state, eval_images)
     writer.write_scalars(step, {f'val/{k}': v for k, v in values.items()})
@@ -399,7 +414,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   t_first = time.perf_counter()
   for step in range(start + 1, config.num_train_steps + 1):
     batch = next(iterator)
-    state, step_metrics = train_step(state, batch, step, consts)
+    loop_state, step_metrics = train_step(loop_state, batch, step, consts)
     train_metrics = (step_metrics if train_metrics is None
                      else merge_metrics(train_metrics, step_metrics))
     if step == start + 1:
@@ -413,15 +428,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       writer.write_scalars(step, scalars)
       progress(step, scalars)
       train_metrics = None
-    if step % config.sample_every_steps == 0:
-      write_visuals(step)
-    if task.eval_split and (step % config.eval_every_steps == 0 or last):
-      validate(step)
-    if step % config.checkpoint_every_steps == 0 or last:
-      ckpt.save(step, state, iterator)
+    sample = step % config.sample_every_steps == 0
+    check = task.eval_split and (step % config.eval_every_steps == 0 or last)
+    save = step % config.checkpoint_every_steps == 0 or last
+    if sample or check or save:
+      state = unpack(loop_state)
+      if sample:
+        write_visuals(step, state)
+      if check:
+        validate(step, state)
+      if save:
+        ckpt.save(step, state, iterator)
+      del state  # Not kept on the devices beside the loop's copy.
+  state = unpack(loop_state)
   if start < config.num_train_steps and (
       config.num_train_steps % config.sample_every_steps):
-    write_visuals(config.num_train_steps)
+    write_visuals(config.num_train_steps, state)
   ckpt.wait()
   ckpt.close()
   iterator.close()  # After the checkpoints have its position.

@@ -64,7 +64,8 @@ def test_pipeline_bench_prints_host_step_and_end_to_end_rows(
   rows = bench.main([
       f'--config={os.path.join(REPO, "configs", "dcgan_brain.py")}',
       '--batch_size=4', '--steps=2', '--warmup=1', '--host_batches=2',
-      '--host_warmup=1', '--config.device_prefetch=1', *tiny_flags(data_dir)])
+      '--host_warmup=1', '--config.device_prefetch=1',
+      '--config.pack_state=true', *tiny_flags(data_dir)])
   lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()
            if line.startswith('{')]
   assert lines == json.loads(json.dumps(rows))
@@ -91,9 +92,16 @@ def test_train_step_bench_cli_takes_config_overrides(data_dir, capsys):
   rows = bench.main([
       f'--config={os.path.join(REPO, "configs", "dcgan_brain.py")}',
       '--batch_size', '2', '--dtypes', 'float32', '--steps=1', '--warmup=0',
-      *tiny_flags(data_dir)])
+      '--pack_state', 'off', 'on', *tiny_flags(data_dir)])
   out = capsys.readouterr().out
-  (row,) = [json.loads(l) for l in out.splitlines() if l.startswith('{')]
-  assert row == json.loads(json.dumps(rows[0]))
-  assert row['image_size'] == 16 and row['batch'] == 2
-  assert row['peak_memory_mb'] > 0 and 'step_temp_mb' in row
+  leaves, packed = [json.loads(l) for l in out.splitlines()
+                    if l.startswith('{')]
+  assert [leaves, packed] == json.loads(json.dumps(rows))
+  for row in (leaves, packed):
+    assert row['image_size'] == 16 and row['batch'] == 2
+    assert row['peak_memory_mb'] > 0 and 'step_temp_mb' in row
+  # The same step, its state passed as leaves or as the float32 and int32
+  # flat arrays.
+  assert not leaves['pack_state'] and leaves['state_arrays'] > 20
+  assert packed['pack_state'] and packed['state_arrays'] == 2
+  assert packed['gflop_per_image'] == leaves['gflop_per_image']

@@ -234,14 +234,17 @@ def test_rows_of_bench_reference_count_as_the_reference():
   assert step['pytorch_best'] == 20000.0 and step['ratio_float32'] == 2.5
 
 
-def test_conv_forms_variant_is_its_own_row_against_the_same_reference():
+def test_conv_forms_and_packed_variants_are_rows_against_the_same_reference():
   rows = [_torch('dcgan64', 128, 'fp32_eager', 20000.0),
-          _train('dcgan', 64, 128, 'float32', 50000.0, conv_forms='auto'),
-          _train('dcgan', 64, 128, 'float32', 30000.0, conv_forms='on')]
+          _train('dcgan', 64, 128, 'float32', 50000.0, conv_forms='auto',
+                 pack_state=False),
+          _train('dcgan', 64, 128, 'float32', 30000.0, conv_forms='on'),
+          _train('dcgan', 64, 128, 'float32', 60000.0, pack_state=True)]
   steps = [r for r in report.build_report(rows, commit='c', date='d')
            if r['table'] == 'steps']
   assert [(r['workload'], r['ratio_float32']) for r in steps] == [
-      ('dcgan64', 2.5), ('dcgan64 (conv forms on)', 1.5)]
+      ('dcgan64', 2.5), ('dcgan64 (conv forms on)', 1.5),
+      ('dcgan64 (state packed)', 3.0)]
   assert not steps[0]['runs']  # Not merged into a median.
 
 
