@@ -117,42 +117,13 @@ TS=(python3 bench/train_step.py --steps=$STEPS --warmup=$WARM --dtypes "${DTYPES
 REFPY=(python3 bench/reference.py --ref="$REF" --steps=$STEPS --warmup=$WARM)
 
 # The paper batches first (DCGAN 128, SRGAN 16), each beside its reference,
-# then their traces (the next round's evidence), the other goals, then the
-# large batches: a budget cut loses the least.
+# then the two untested levers on their fixed cost (CUDA graphs with the
+# convolutions, the packed state), their traces (the next round's evidence),
+# the other goals, then the large batches: a budget cut loses the least.
 stage dcgan_small medjax.log 90 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}"
 stage dcgan_small_ref reference.log 40 "${REFPY[@]}" --case=dcgan64 --batch_size "${DC_B[0]}" --modes "${MODES[@]}"
 stage srgan_small medjax.log 120 "${TS[@]}" --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
 stage srgan_small_ref reference.log 50 "${REFPY[@]}" --case=srgan_x4_96 --batch_size "${SR_B[0]}" --modes "${MODES[@]}"
-# Traces (bench/trace_summary.py reads prof.tar.gz here): DCGAN and SRGAN
-# steps (compiles are cache hits of the stages above) and InceptionV3 in
-# bfloat16, the goal furthest off (0.71x torch.compile on the H200).
-stage profile profile.log 60 "${TS[@]}" --dtypes float32 --steps=2 --warmup=1 \
-  --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}" --profile_dir /tmp/medjax_prof
-stage profile_srgan profile.log 60 "${TS[@]}" --dtypes float32 --steps=2 --warmup=1 \
-  --config=configs/srgan_brain.py --batch_size "${SR_B[0]}" --profile_dir /tmp/medjax_prof
-stage profile_inception profile.log 60 python3 bench/metrics.py --cases inception_fid \
-  --inception_batch=$INC_B --dtypes "${DTYPES[-1]}" --iters=2 --warmup=1 --profile_dir /tmp/medjax_prof
-# Packed now, so that a later cut keeps them; the trace JSON and HLO only:
-# the xplane.pb files (trace_summary.py does not read them) could push the
-# archive past the 16 MB a returned file may have.
-[[ -d /tmp/medjax_prof ]] && tar czf "$OUT/prof.tar.gz" --exclude="*.xplane.pb" -C /tmp medjax_prof
-stage inception medjax.log 70 python3 bench/metrics.py --cases inception_fid --inception_batch=$INC_B --dtypes "${DTYPES[@]}" --iters=$STEPS --warmup=$WARM
-stage degradations medjax.log 40 python3 bench/degradations.py --batch_size $DEG_B --steps=$STEPS --warmup=$WARM
-stage opencv reference.log 30 env N=$CV_N python3 "$(dirname "$REF")/ref_degrade.py"
-stage pipeline_dcgan medjax.log 60 python3 bench/pipeline.py --config=configs/dcgan_brain.py "${PIPE_DC[@]}" \
-  --config.dataset.data_dir="$TFDS_DIR" --config.dataset.phantom.image_size=64
-stage pipeline_srgan medjax.log 70 python3 bench/pipeline.py --config=configs/srgan_brain.py "${PIPE_SR[@]}" \
-  --config.dataset.data_dir="$TFDS_DIR" --config.dataset.image_size=96 \
-  --config.dataset.phantom.image_size=96 --config.dataset.phantom.num_train=1000 --config.dataset.phantom.num_test=16
-stage dcgan_large medjax.log 90 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[@]:1}"
-stage dcgan_large_ref reference.log 40 "${REFPY[@]}" --case=dcgan64 --batch_size "${DC_B[@]:1}" --modes "${MODES[@]}"
-stage srgan_large medjax.log 120 "${TS[@]}" --config=configs/srgan_brain.py --batch_size "${SR_B[@]:1}"
-stage srgan_large_ref reference.log 50 "${REFPY[@]}" --case=srgan_x4_96 --batch_size "${SR_B[@]:1}" --modes "${MODES[@]}"
-# Slowest for PyTorch to compile, so late: Inception under torch.compile.
-stage inception_ref reference.log 120 "${REFPY[@]}" --case=inception_fid --batch_size $INC_B --modes "${INC_MODES[@]}"
-# medjax's conv forms (medjax/models/conv.py): plain lax and the CPU rule
-# against the GPU rule that dcgan_small timed.
-stage conv_forms medjax.log 60 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}" --conv_forms off on
 # Both paper-batch steps carry a fixed cost per step on the H200 (a line
 # through the two batches' step times: SRGAN ~6.5 ms, DCGAN ~1.8 ms), and
 # XLA leaves cuDNN convolutions out of its CUDA graphs by default, so the
@@ -171,6 +142,36 @@ stage pack_state medjax.log 60 "${TS[@]}" --dtypes float32 --pack_state on \
   --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
 stage pack_state_dcgan medjax.log 40 "${TS[@]}" --dtypes float32 --pack_state on \
   --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}"
+# Traces (bench/trace_summary.py reads prof.tar.gz here): DCGAN and SRGAN
+# steps (compiles are cache hits of the stages above) and InceptionV3 in
+# bfloat16, the goal furthest off (0.71x torch.compile on the H200).
+stage profile profile.log 60 "${TS[@]}" --dtypes float32 --steps=2 --warmup=1 \
+  --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}" --profile_dir /tmp/medjax_prof
+stage profile_srgan profile.log 60 "${TS[@]}" --dtypes float32 --steps=2 --warmup=1 \
+  --config=configs/srgan_brain.py --batch_size "${SR_B[0]}" --profile_dir /tmp/medjax_prof
+stage profile_inception profile.log 60 python3 bench/metrics.py --cases inception_fid \
+  --inception_batch=$INC_B --dtypes "${DTYPES[-1]}" --iters=2 --warmup=1 --profile_dir /tmp/medjax_prof
+# Packed now, so that a later cut keeps them; the trace JSON and HLO only:
+# the xplane.pb files (trace_summary.py does not read them) could push the
+# archive past the 16 MB a returned file may have.
+[[ -d /tmp/medjax_prof ]] && tar czf "$OUT/prof.tar.gz" --exclude="*.xplane.pb" -C /tmp medjax_prof
+stage pipeline_dcgan medjax.log 60 python3 bench/pipeline.py --config=configs/dcgan_brain.py "${PIPE_DC[@]}" \
+  --config.dataset.data_dir="$TFDS_DIR" --config.dataset.phantom.image_size=64
+stage pipeline_srgan medjax.log 70 python3 bench/pipeline.py --config=configs/srgan_brain.py "${PIPE_SR[@]}" \
+  --config.dataset.data_dir="$TFDS_DIR" --config.dataset.image_size=96 \
+  --config.dataset.phantom.image_size=96 --config.dataset.phantom.num_train=1000 --config.dataset.phantom.num_test=16
+stage inception medjax.log 70 python3 bench/metrics.py --cases inception_fid --inception_batch=$INC_B --dtypes "${DTYPES[@]}" --iters=$STEPS --warmup=$WARM
+stage degradations medjax.log 40 python3 bench/degradations.py --batch_size $DEG_B --steps=$STEPS --warmup=$WARM
+stage opencv reference.log 30 env N=$CV_N python3 "$(dirname "$REF")/ref_degrade.py"
+stage dcgan_large medjax.log 90 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[@]:1}"
+stage dcgan_large_ref reference.log 40 "${REFPY[@]}" --case=dcgan64 --batch_size "${DC_B[@]:1}" --modes "${MODES[@]}"
+stage srgan_large medjax.log 120 "${TS[@]}" --config=configs/srgan_brain.py --batch_size "${SR_B[@]:1}"
+stage srgan_large_ref reference.log 50 "${REFPY[@]}" --case=srgan_x4_96 --batch_size "${SR_B[@]:1}" --modes "${MODES[@]}"
+# Slowest for PyTorch to compile, so late: Inception under torch.compile.
+stage inception_ref reference.log 120 "${REFPY[@]}" --case=inception_fid --batch_size $INC_B --modes "${INC_MODES[@]}"
+# medjax's conv forms (medjax/models/conv.py): plain lax and the CPU rule
+# against the GPU rule that dcgan_small timed.
+stage conv_forms medjax.log 60 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}" --conv_forms off on
 # The largest SRGAN batch, from XLA's memory analysis alone: compiled without
 # cuDNN autotuning (seconds, not a minute, per compile), and not run (a step
 # without autotuned algorithms ran 130x slower on an H200, 2026-11-26).
