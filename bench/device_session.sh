@@ -161,6 +161,10 @@ stage pipeline_srgan medjax.log 70 python3 bench/pipeline.py --config=configs/sr
   --config.dataset.data_dir="$TFDS_DIR" --config.dataset.image_size=96 \
   --config.dataset.phantom.image_size=96 --config.dataset.phantom.num_train=1000 --config.dataset.phantom.num_test=16
 stage inception medjax.log 70 python3 bench/metrics.py --cases inception_fid --inception_batch=$INC_B --dtypes "${DTYPES[@]}" --iters=$STEPS --warmup=$WARM
+# The same with each BatchNorm folded into its convolution (conv + bias +
+# ReLU, which XLA can give cuDNN as one fused call; a per-channel scale after
+# the convolution it cannot): against the rows just above.
+stage inception_fold medjax.log 70 python3 bench/metrics.py --cases inception_fid --inception_batch=$INC_B --dtypes "${DTYPES[@]}" --iters=$STEPS --warmup=$WARM --inception_fold_bn on
 stage degradations medjax.log 40 python3 bench/degradations.py --batch_size $DEG_B --steps=$STEPS --warmup=$WARM
 stage opencv reference.log 30 env N=$CV_N python3 "$(dirname "$REF")/ref_degrade.py"
 stage dcgan_large medjax.log 90 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[@]:1}"

@@ -5,7 +5,8 @@ r"""Times metric networks and image metrics on device.
 Cases (random weights: the speed does not depend on their values):
   * inception_fid: pytorch-fid InceptionV3 pool features of 299x299 RGB
     images (the PyTorch reference's `inception_fid` case feeds 299x299 too),
-    one jitted forward per batch, in each compute dtype;
+    one jitted forward per batch, in each compute dtype (and with the
+    BatchNorms folded into the convolutions: --inception_fold_bn off on);
   * ssim: SSIM (dm-pix, skimage-equal settings) of 256x256 grayscale pairs;
   * lpips_alex / lpips_vgg: LPIPS distances of 64x64 RGB pairs.
 Prints one JSON line per measurement and a table; imports nothing that needs
@@ -48,16 +49,17 @@ def _row(case, batch, dtype, timing):
 
 
 def bench_inception(batch: int, dtype: str, iters: int, warmup: int,
-                    profile_dir: str = '') -> dict:
+                    profile_dir: str = '', fold_bn: bool = False) -> dict:
   params = features.random_inception_params(0)
-  model = inception.FIDInceptionV3(dtype=jnp.dtype(dtype))
+  model = inception.FIDInceptionV3(dtype=jnp.dtype(dtype), fold_bn=fold_bn)
   x = jnp.asarray(np.random.default_rng(0).uniform(
       -1, 1, (batch, 299, 299, 3)).astype(np.float32))
   fn = lambda p, x: model.apply({'params': p}, x)
-  path = profile_dir and os.path.join(profile_dir,
-                                      f'inception_{batch}_{dtype}')
-  row = _row('inception_fid', batch, dtype,
-             _time(fn, (params, x), iters, warmup, path))
+  path = profile_dir and os.path.join(
+      profile_dir, f'inception_{batch}_{dtype}' + ('_fold' if fold_bn else ''))
+  row = dict(_row('inception_fid', batch, dtype,
+                  _time(fn, (params, x), iters, warmup, path)),
+             fold_bn=fold_bn)
   return dict(row, profile=path) if path else row
 
 
@@ -88,6 +90,13 @@ def main(argv=None):
                       default=['inception_fid', 'ssim', 'lpips'])
   parser.add_argument('--iters', type=int, default=10)
   parser.add_argument('--warmup', type=int, default=2)
+  parser.add_argument('--inception_fold_bn', nargs='+', choices=('off', 'on'),
+                      default=['off'],
+                      help="'on': InceptionV3 with each BatchNorm folded "
+                           'into its convolution (conv + bias + ReLU, '
+                           "FIDInceptionV3(fold_bn=True)); 'off': "
+                           "pytorch-fid's order (the default everywhere); "
+                           'several are timed one after the other')
   parser.add_argument('--profile_dir', default='',
                       help='if set, trace 3 more InceptionV3 calls per dtype '
                            'into DIR/inception_<batch>_<dtype>; summarise '
@@ -96,7 +105,8 @@ def main(argv=None):
   rows = []
   if 'inception_fid' in args.cases:
     rows += [bench_inception(args.inception_batch, d, args.iters, args.warmup,
-                             args.profile_dir) for d in args.dtypes]
+                             args.profile_dir, fold == 'on')
+             for d in args.dtypes for fold in args.inception_fold_bn]
   if 'ssim' in args.cases:
     rows.append(bench_ssim(args.batch, args.iters, args.warmup))
   if 'lpips' in args.cases:
@@ -107,7 +117,8 @@ def main(argv=None):
   print('\n| case | batch | dtype | img/s | step ms | compile s | MFU | '
         'device |\n|---|---|---|---|---|---|---|---|')
   for r in rows:
-    print(f"| {r['case']} | {r['batch']} | {r['dtype']} | "
+    case = r['case'] + (' (BN folded)' if r.get('fold_bn') else '')
+    print(f"| {case} | {r['batch']} | {r['dtype']} | "
           f"{r['images_per_s']:.1f} | {r['step_ms']:.1f} | "
           f"{r['compile_s']:.1f} | {benchlib.percent(r['mfu'])} | "
           f"{r['device']} |")

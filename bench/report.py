@@ -86,7 +86,8 @@ def _workload(r: Row) -> str | None:
   its conv forms forced (`conv_forms` 'on'/'off'), its state packed
   (`pack_state`) or under XLA_FLAGS is a variant of it, e.g. 'dcgan64
   (conv forms on)' or 'dcgan64 (XLA_FLAGS --xla_gpu_autotune_level=0)',
-  compared with the same reference."""
+  compared with the same reference; so is InceptionV3 with its BatchNorms
+  folded (`fold_bn`): 'inception_fid (BN folded)'."""
   if r.get('bench') == 'train_step' and 'model' in r:
     size = r.get('image_size')
     name = TRAIN_WORKLOADS.get((r['model'], size), f"{r['model']}{size or ''}")
@@ -98,7 +99,9 @@ def _workload(r: Row) -> str | None:
     if r.get('xla_flags'):
       name += f" (XLA_FLAGS {r['xla_flags']})"
     return name
-  return r.get('case') if r.get('bench') == 'metrics' else None
+  if r.get('bench') == 'metrics' and r.get('case'):
+    return r['case'] + (' (BN folded)' if r.get('fold_bn') else '')
+  return None
 
 
 def _base(workload: str) -> str:

@@ -245,6 +245,11 @@ def test_conv_forms_and_packed_variants_are_rows_against_the_same_reference():
   assert [(r['workload'], r['ratio_float32']) for r in steps] == [
       ('dcgan64', 2.5), ('dcgan64 (conv forms on)', 1.5),
       ('dcgan64 (state packed)', 3.0)]
+  assert report._workload({'bench': 'metrics', 'case': 'inception_fid',
+                           'fold_bn': True}) == 'inception_fid (BN folded)'
+  assert report._workload({'bench': 'metrics', 'case': 'inception_fid',
+                           'fold_bn': False}) == 'inception_fid'
+
   assert not steps[0]['runs']  # Not merged into a median.
 
 

@@ -231,6 +231,27 @@ def test_stem_conv_and_block_a_match_reference(fake_sd, fake_params):
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+def test_folded_batch_norm_matches_the_reference_and_the_unfolded_net(
+    fake_sd, fake_params):
+  rng = np.random.default_rng(7)
+  x = rng.uniform(-1, 1, (2, 11, 9, 3))
+  want = _ref_basic_conv(x, fake_sd, 'Conv2d_1a_3x3', stride=2)
+  got = inception.BasicConv2d(32, (3, 3), 2, (0, 0), fold_bn=True).apply(
+      {'params': fake_params['Conv2d_1a_3x3']}, jnp.asarray(x, jnp.float32))
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+  # Same params tree as the unfolded layer's.
+  folded = inception.BasicConv2d(32, (3, 3), 2, (0, 0), fold_bn=True).init(
+      jax.random.key(0), jnp.zeros((1, 11, 9, 3)))['params']
+  assert _shapes(folded) == _shapes(fake_params['Conv2d_1a_3x3'])
+  # The whole network, float32, at its smallest input.
+  x = jnp.asarray(rng.uniform(-1, 1, (1, 75, 75, 3)), jnp.float32)
+  plain = inception.FIDInceptionV3().apply({'params': fake_params}, x)
+  fold = inception.FIDInceptionV3(fold_bn=True).apply(
+      {'params': fake_params}, x)
+  assert float(jnp.max(plain)) > 0.1  # features that are not all ~0
+  np.testing.assert_allclose(fold, plain, rtol=1e-4, atol=1e-5)
+
+
 def test_fid_features_shape_and_batching(fake_params):
   rng = np.random.default_rng(6)
   imgs = rng.uniform(0, 1, (3, 64, 64, 3)).astype(np.float32)
