@@ -188,8 +188,10 @@ def test_eight_devices_match_one(data_dir, tmp_path):
       with pytest.raises(ValueError, match='divisible by the 8 devices'):
         train.train_and_evaluate(
             tiny_config({data_dir!r}, batch_size=12), {str(tmp_path / 'bad')!r})
-      state = train.train_and_evaluate(tiny_config({data_dir!r}),
-                                       {str(tmp_path / 'eight')!r})
+      # Packed over 8 devices (config.pack_state) against unpacked on one.
+      state = train.train_and_evaluate(
+          tiny_config({data_dir!r}, pack_state=True),
+          {str(tmp_path / 'eight')!r})
       np.savez({str(tmp_path / 'eight.npz')!r},
                *[np.asarray(x) for x in jax.tree.leaves(state)])
       """)
