@@ -93,8 +93,8 @@ def measure(config, batch_size: int, steps: int, warmup: int,
   """Compiles and times `steps` train steps; returns the measurement.
 
   With `profile_dir`, 3 more steps then run under jax.profiler.trace into
-  profile_dir/<model>_<batch>_<dtype>[_unpacked], with the step's optimized HLO text
-  beside the trace (`benchlib.trace`); summarise it with
+  profile_dir/<model>_<batch>_<dtype>[_packed], with the step's optimized
+  HLO text beside the trace (`benchlib.trace`); summarise it with
   bench/trace_summary.py. The row records the folder as 'profile'.
   """
   step, state, batch, consts = build(config, batch_size, pack_state)
@@ -114,8 +114,8 @@ def measure(config, batch_size: int, steps: int, warmup: int,
   profile = {}
   if profile_dir:
     path = os.path.join(profile_dir, f'{config.model.name}_{batch_size}_'
-                        f'{config.model.dtype}' + ('' if pack_state
-                                                   else '_unpacked'))
+                        f'{config.model.dtype}' + ('_packed' if pack_state
+                                                   else ''))
     def run():
       nonlocal state
       for i in range(3):

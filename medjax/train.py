@@ -352,7 +352,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           _init_generator_from(task, state, task.init_from), replicated)
     logging.info('Starting from scratch in %s.', workdir)
 
-  # The loop carries the state packed (`config.pack_state`): one array per
+  # With `config.pack_state` the loop carries the state packed: one array per
   # dtype crosses each step call instead of hundreds of leaves.
   if config.pack_state:
     packer = packing.StatePacker(jax.eval_shape(task.init, init_rng))

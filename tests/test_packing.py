@@ -15,7 +15,8 @@ def _tree():
           'b': jnp.float32(7.5),
           'step': jnp.int32(3),
           'rng': jax.random.key(1),
-          'half': [jnp.ones((2, 2), jnp.bfloat16), jnp.zeros((0,), jnp.float32)],
+          'half': [jnp.ones((2, 2), jnp.bfloat16),
+                   jnp.zeros((0,), jnp.float32)],
           'n': jnp.array([1, 2], jnp.int32)}
 
 
