@@ -105,3 +105,46 @@ def test_train_step_bench_cli_takes_config_overrides(data_dir, capsys):
   assert not leaves['pack_state'] and leaves['state_arrays'] > 20
   assert packed['pack_state'] and packed['state_arrays'] == 2
   assert packed['gflop_per_image'] == leaves['gflop_per_image']
+
+
+def test_gpu_hlo_census_counts_launches_not_bookkeeping():
+  bench = load_bench('gpu_hlo')
+  hlo = '''HloModule m, is_scheduled=true
+
+%fused_add (p: f32[4]) -> f32[4] {
+  %p = f32[4]{0} parameter(0)
+  ROOT %a = f32[4]{0} add(%p, %p)
+}
+
+%body (t: (s32[], f32[4])) -> (s32[], f32[4]) {
+  %t = (s32[], f32[4]{0}) parameter(0)
+  %i = s32[] get-tuple-element(%t), index=0
+  %x = f32[4]{0} get-tuple-element(%t), index=1
+  %f = f32[4]{0} fusion(%x), kind=kLoop, calls=%fused_add
+  ROOT %r = (s32[], f32[4]{0}) tuple(%i, %f)
+}
+
+%command_buffer (q: f32[4]) -> f32[4] {
+  %q = f32[4]{0} parameter(0)
+  %g = f32[4]{0} fusion(%q), kind=kInput, calls=%fused_add
+  ROOT %h = f32[4]{0} fusion(%g), kind=kCustom, calls=%fused_add, backend_config={"fusion_backend_config":{"kind":"__triton_gemm"}}
+}
+
+ENTRY %main (x: f32[4], w: f32[4]) -> f32[4] {
+  %x = f32[4]{0} parameter(0)
+  %w = f32[4]{0} parameter(1)
+  %c = (f32[4]{0}, u8[0]{0}) custom-call(%x, %w), custom_call_target="__cudnn$convForward"
+  %y = f32[4]{0} get-tuple-element(%c), index=0
+  %z = f32[4]{0} copy(%y)
+  %k = s32[] constant(0)
+  %t = (s32[], f32[4]{0}) tuple(%k, %z)
+  %l = (s32[], f32[4]{0}) while(%t), condition=%body, body=%body
+  %o = f32[4]{0} get-tuple-element(%l), index=1
+  ROOT %cb = f32[4]{0} call(%o), to_apply=%command_buffer
+}
+'''
+  counts = bench.census(hlo)
+  assert counts == {'custom-call:__cudnn$convForward': 1, 'copy': 1,
+                    'while': 1, 'fusion:kLoop': 1, 'command_buffer': 1,
+                    'fusion:kInput': 1, 'fusion:kCustom:__triton_gemm': 1}
+  assert bench.kernels(counts) == 5

@@ -1,0 +1,220 @@
+r"""Kernel census of a workload's GPU program, compiled here without a GPU.
+
+  pip install --target /tmp/cudasite --no-deps jax-cuda12-plugin==$JAXV \
+      jax-cuda12-pjrt==$JAXV nvidia-cuda-nvcc-cu12 nvidia-cudnn-cu12
+  JAX_PLATFORMS=cpu PYTHONPATH=/tmp/cudasite python bench/gpu_hlo.py \
+      --workloads dcgan:128 srgan:16 inception:256 --pack_state off on
+
+XLA compiles for a GPU it does not have ("deviceless" ahead-of-time
+compilation: the CUDA PJRT plugin's topology from a target description,
+bench/h100_sxm.txtpb), so the optimized program a GPU session would run can
+be read on a CPU machine: which operations become kernels (fusions, cuDNN
+and cuBLAS calls, copies), how many per step. The paper-batch steps are
+launch-bound (bench/NOTES.md), so the count is what a change must lower.
+Without the device there is no autotuning: algorithm choices differ, the
+fusion structure does not. Prints one JSON line per program and a table;
+imports nothing that needs TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # pylint: disable=wrong-import-position
+import train_step  # pylint: disable=wrong-import-position
+
+from medjax import packing  # pylint: disable=wrong-import-position
+from medjax import trainers  # pylint: disable=wrong-import-position
+from medjax.metrics import features  # pylint: disable=wrong-import-position
+from medjax.models import conv  # pylint: disable=wrong-import-position
+from medjax.models import inception  # pylint: disable=wrong-import-position
+
+TARGET = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                      'h100_sxm.txtpb')
+CONFIGS = {'dcgan': 'configs/dcgan_brain.py', 'srgan': 'configs/srgan_brain.py'}
+# HLO instructions that launch nothing.
+_FREE = frozenset({'parameter', 'tuple', 'get-tuple-element', 'bitcast',
+                   'constant', 'after-all', 'partition-id', 'replica-id',
+                   'opt-barrier'})
+_HEADER = re.compile(r'^(ENTRY )?%(\S+) .*\{$')
+_OPCODE = re.compile(r'[\]})] ([a-z][a-z0-9-]*)\(')
+
+
+def census(hlo_text: str) -> collections.Counter:
+  """Kernel-launching instructions of an optimized GPU HLO module.
+
+  Walks the entry computation and, inside it, while-loop bodies (counted
+  once) and command-buffer calls (their commands, plus one
+  'command_buffer' entry per call).
+
+  Args:
+    hlo_text: `compiled.as_text()` of a GPU program.
+
+  Returns:
+    Counter of categories: 'fusion:<kind>' (with ':<backend kind>' for
+    custom fusions, e.g. Triton GEMMs), 'custom-call:<target>' (cuDNN,
+    cuBLAS), else the opcode ('copy', ...).
+  """
+  comps, entry, current = {}, None, None
+  for line in hlo_text.splitlines():
+    if m := _HEADER.match(line):
+      current = m.group(2)
+      comps[current] = []
+      if m.group(1):
+        entry = current
+    elif current and line.startswith('  ') and ' = ' in line:
+      comps[current].append(line.split(' = ', 1)[1])
+  counts = collections.Counter()
+
+  def walk(name):
+    for rhs in comps.get(name, []):
+      m = _OPCODE.search(rhs)
+      op = m.group(1) if m else rhs.split('(')[0].split()[-1]
+      if op in _FREE:
+        continue
+      if op == 'while':
+        counts['while'] += 1
+        walk(re.search(r'body=%([\w.-]+)', rhs).group(1))
+      elif op == 'call' and 'command_buffer' in rhs:
+        counts['command_buffer'] += 1
+        walk(re.search(r'to_apply=%([\w.-]+)', rhs).group(1))
+      elif op == 'custom-call':
+        counts['custom-call:' + re.search(
+            r'custom_call_target="([^"]+)"', rhs).group(1)] += 1
+      elif op == 'fusion':
+        kind = re.search(r'kind=(k\w+)', rhs).group(1)
+        backend = re.search(r'"kind":"(__\w+)"', rhs)
+        counts[f'fusion:{kind}' + (f':{backend.group(1)}' if backend
+                                   else '')] += 1
+      else:
+        counts[op] += 1
+  walk(entry)
+  return counts
+
+
+def kernels(counts: collections.Counter) -> int:
+  """Launches per call: every counted instruction but the bookkeeping."""
+  return sum(v for k, v in counts.items()
+             if k not in ('while', 'command_buffer'))
+
+
+def gpu_device(target_config: str):
+  """A compile-only GPU device described by a GpuTargetConfig text proto."""
+  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  with open(target_config) as f:
+    topology = topologies.get_topology_desc(
+        '', 'cuda', target_config=f.read(), topology='1x1x1')
+  return topology.devices[0]
+
+
+def _abstract(tree, sharding):
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+      tree)
+
+
+def train_program(model: str, batch: int, dtype: str, pack: bool,
+                  sharding) -> tuple:
+  """(jitted step, abstract args) of a config's train step, as timed by
+  bench/train_step.py (state donated; packed with `pack`)."""
+  config = train_step.step_config([f'--config={CONFIGS[model]}'], dtype)
+  task = trainers.get_task(config)
+  state = jax.eval_shape(task.init, jax.random.key(0))
+  fn = task.train_step
+  if pack:
+    packer = packing.StatePacker(state)
+    state, fn = jax.eval_shape(packer.pack, state), packer.wrap(fn)
+  size = config.dataset.image_size
+  images = jax.ShapeDtypeStruct(
+      (batch, size, size, config.dataset.channels), jnp.uint8,
+      sharding=sharding)
+  key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=sharding)
+  return jax.jit(fn, donate_argnums=0), (
+      _abstract(state, sharding), {'image': images}, key,
+      _abstract(jax.eval_shape(task.consts), sharding))
+
+
+def inception_program(batch: int, dtype: str, fold: bool, sharding):
+  """(jitted forward, abstract args) of bench/metrics.py's Inception case."""
+  model = inception.FIDInceptionV3(dtype=jnp.dtype(dtype), fold_bn=fold)
+  params = jax.eval_shape(lambda: features.random_inception_params(0))
+  x = jax.ShapeDtypeStruct((batch, 299, 299, 3), jnp.float32,
+                           sharding=sharding)
+  return jax.jit(lambda p, x: model.apply({'params': p}, x)), (
+      _abstract(params, sharding), x)
+
+
+def measure(name: str, jitted, args, **fields) -> dict:
+  t = time.perf_counter()
+  compiled = jitted.trace(*args).lower().compile()
+  compile_s = time.perf_counter() - t
+  counts = census(compiled.as_text())
+  return {'bench': 'gpu_hlo', 'workload': name, **fields,
+          'kernels': kernels(counts), 'compile_s': compile_s,
+          'census': dict(counts.most_common()),
+          **benchlib.environment()}
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--workloads', nargs='+',
+                      default=['dcgan:128', 'srgan:16', 'inception:256'],
+                      help='NAME:BATCH, NAME in dcgan, srgan, inception')
+  parser.add_argument('--dtypes', nargs='+', default=['float32'])
+  parser.add_argument('--pack_state', nargs='+', choices=('off', 'on'),
+                      default=['off'], help='train steps: see train_step.py')
+  parser.add_argument('--inception_fold_bn', nargs='+', choices=('off', 'on'),
+                      default=['off'], help='inception: see metrics.py')
+  parser.add_argument('--conv_forms', default='gpu', choices=('gpu', 'off'),
+                      help="medjax.models.conv's rule to compile with: "
+                           "'gpu' (what a GPU run uses) or 'off'")
+  parser.add_argument('--target_config', default=TARGET)
+  args = parser.parse_args(argv)
+  sharding = jax.sharding.SingleDeviceSharding(gpu_device(args.target_config))
+  # The rule is read when tracing; here the default backend is the CPU.
+  conv.forms_rule = lambda: None if args.conv_forms == 'off' else 'gpu'
+  rows = []
+  for spec in args.workloads:
+    name, batch = spec.split(':')
+    for dtype in args.dtypes:
+      if name == 'inception':
+        for fold in args.inception_fold_bn:
+          jitted, a = inception_program(int(batch), dtype, fold == 'on',
+                                        sharding)
+          rows.append(measure(name, jitted, a, batch=int(batch), dtype=dtype,
+                              fold_bn=fold == 'on'))
+          print(json.dumps(rows[-1]), flush=True)
+        continue
+      for pack in args.pack_state:
+        jitted, a = train_program(name, int(batch), dtype, pack == 'on',
+                                  sharding)
+        rows.append(measure(name, jitted, a, batch=int(batch), dtype=dtype,
+                            pack_state=pack == 'on'))
+        print(json.dumps(rows[-1]), flush=True)
+  print(f'\nTarget: {args.target_config}; conv forms: {args.conv_forms}.\n\n'
+        '| workload | batch | dtype | variant | kernels | cuDNN convs | '
+        'fusions | copies | compile s |\n|---|---|---|---|---|---|---|---|---|')
+  for r in rows:
+    c = r['census']
+    variant = ('BN folded' if r.get('fold_bn') else
+               'state packed' if r.get('pack_state') else '-')
+    convs = sum(v for k, v in c.items() if k.startswith('custom-call:__cudnn'))
+    fusions = sum(v for k, v in c.items() if k.startswith('fusion:'))
+    print(f"| {r['workload']} | {r['batch']} | {r['dtype']} | {variant} | "
+          f"{r['kernels']} | {convs} | {fusions} | {c.get('copy', 0)} | "
+          f"{r['compile_s']:.1f} |")
+  return rows
+
+
+if __name__ == '__main__':
+  main()
