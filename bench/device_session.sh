@@ -142,6 +142,13 @@ stage pack_state medjax.log 60 "${TS[@]}" --dtypes float32 --pack_state on \
   --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
 stage pack_state_dcgan medjax.log 40 "${TS[@]}" --dtypes float32 --pack_state on \
   --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}"
+# Convolution kernels kept in cuDNN's OHWI layout between steps
+# (config.state_kernel_layout): in the H100 program (bench/gpu_hlo.py) 154
+# fewer kernels per SRGAN b16 step (1,191 -> 1,037), 15 fewer for DCGAN b128.
+stage kernels_ohwi medjax.log 60 "${TS[@]}" --dtypes float32 --config.state_kernel_layout=ohwi \
+  --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
+stage kernels_ohwi_dcgan medjax.log 40 "${TS[@]}" --dtypes float32 --config.state_kernel_layout=ohwi \
+  --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}"
 # Traces (bench/trace_summary.py reads prof.tar.gz here): DCGAN and SRGAN
 # steps (compiles are cache hits of the stages above) and InceptionV3 in
 # bfloat16, the goal furthest off (0.71x torch.compile on the H200).

@@ -124,15 +124,16 @@ def _abstract(tree, sharding):
 
 
 def train_program(model: str, batch: int, dtype: str, pack: bool,
-                  sharding) -> tuple:
+                  sharding, kernel_layout: str = 'hwio') -> tuple:
   """(jitted step, abstract args) of a config's train step, as timed by
-  bench/train_step.py (state donated; packed with `pack`)."""
+  bench/train_step.py (state donated; packed with `pack`, kernels stored
+  in `kernel_layout`: see medjax.packing)."""
   config = train_step.step_config([f'--config={CONFIGS[model]}'], dtype)
+  config.pack_state, config.state_kernel_layout = pack, kernel_layout
   task = trainers.get_task(config)
   state = jax.eval_shape(task.init, jax.random.key(0))
   fn = task.train_step
-  if pack:
-    packer = packing.StatePacker(state)
+  if packer := packing.for_config(config, state):
     state, fn = jax.eval_shape(packer.pack, state), packer.wrap(fn)
   size = config.dataset.image_size
   images = jax.ShapeDtypeStruct(
@@ -173,6 +174,9 @@ def main(argv=None):
   parser.add_argument('--dtypes', nargs='+', default=['float32'])
   parser.add_argument('--pack_state', nargs='+', choices=('off', 'on'),
                       default=['off'], help='train steps: see train_step.py')
+  parser.add_argument('--state_kernel_layout', nargs='+',
+                      choices=('hwio', 'ohwi'), default=['hwio'],
+                      help='train steps: config.state_kernel_layout')
   parser.add_argument('--inception_fold_bn', nargs='+', choices=('off', 'on'),
                       default=['off'], help='inception: see metrics.py')
   parser.add_argument('--conv_forms', default='gpu', choices=('gpu', 'off'),
@@ -196,18 +200,24 @@ def main(argv=None):
           print(json.dumps(rows[-1]), flush=True)
         continue
       for pack in args.pack_state:
-        jitted, a = train_program(name, int(batch), dtype, pack == 'on',
-                                  sharding)
-        rows.append(measure(name, jitted, a, batch=int(batch), dtype=dtype,
-                            pack_state=pack == 'on'))
-        print(json.dumps(rows[-1]), flush=True)
+        for layout in args.state_kernel_layout:
+          jitted, a = train_program(name, int(batch), dtype, pack == 'on',
+                                    sharding, layout)
+          rows.append(measure(name, jitted, a, batch=int(batch), dtype=dtype,
+                              pack_state=pack == 'on',
+                              state_kernel_layout=layout))
+          print(json.dumps(rows[-1]), flush=True)
   print(f'\nTarget: {args.target_config}; conv forms: {args.conv_forms}.\n\n'
         '| workload | batch | dtype | variant | kernels | cuDNN convs | '
         'fusions | copies | compile s |\n|---|---|---|---|---|---|---|---|---|')
   for r in rows:
     c = r['census']
-    variant = ('BN folded' if r.get('fold_bn') else
-               'state packed' if r.get('pack_state') else '-')
+    variant = ', '.join(
+        v for v, on in (('BN folded', r.get('fold_bn')),
+                        ('state packed', r.get('pack_state')),
+                        ('kernels OHWI',
+                         r.get('state_kernel_layout') == 'ohwi')) if on
+    ) or '-'
     convs = sum(v for k, v in c.items() if k.startswith('custom-call:__cudnn'))
     fusions = sum(v for k, v in c.items() if k.startswith('fusion:'))
     print(f"| {r['workload']} | {r['batch']} | {r['dtype']} | {variant} | "

@@ -87,9 +87,8 @@ class Setup:
     init_rng, self.step_root, _ = jax.random.split(
         jax.random.key(config.seed), 3)
     self.state = jax.jit(task.init, out_shardings=self.replicated)(init_rng)
-    packer = None
-    if config.pack_state:  # As train_and_evaluate carries it.
-      packer = packing.StatePacker(self.state)
+    packer = packing.for_config(config, self.state)
+    if packer:  # As train_and_evaluate carries it.
       self.state = jax.jit(packer.pack, out_shardings=self.replicated)(
           self.state)
 

@@ -84,7 +84,8 @@ def _sorted(groups: dict) -> list:
 def _workload(r: Row) -> str | None:
   """The reference's case name of a medjax row; a train step timed with
   its conv forms forced (`conv_forms` 'on'/'off'), its state packed
-  (`pack_state`) or under XLA_FLAGS is a variant of it, e.g. 'dcgan64
+  (`pack_state`), its kernels stored OHWI (`state_kernel_layout`) or under
+  XLA_FLAGS is a variant of it, e.g. 'dcgan64
   (conv forms on)' or 'dcgan64 (XLA_FLAGS --xla_gpu_autotune_level=0)',
   compared with the same reference; so is InceptionV3 with its BatchNorms
   folded (`fold_bn`): 'inception_fid (BN folded)'."""
@@ -96,6 +97,8 @@ def _workload(r: Row) -> str | None:
       name += f' (conv forms {forms})'
     if r.get('pack_state'):
       name += ' (state packed)'
+    if r.get('state_kernel_layout', 'hwio') != 'hwio':
+      name += f" (kernels {r['state_kernel_layout'].upper()})"
     if r.get('xla_flags'):
       name += f" (XLA_FLAGS {r['xla_flags']})"
     return name

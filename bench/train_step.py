@@ -63,7 +63,7 @@ def build(config, batch_size: int, pack_state: bool = False):
     batch_size: images per step.
     pack_state: the step takes and returns the state packed, one flat array
       per dtype (`medjax.packing`), as medjax.train's loop does with
-      `config.pack_state`.
+      `config.pack_state` (set here); `config.state_kernel_layout` too.
 
   Returns:
     (jitted step(state, batch, rng, consts) -> (state, metrics), state,
@@ -81,8 +81,8 @@ def build(config, batch_size: int, pack_state: bool = False):
       np.random.default_rng(0).integers(0, 256, shape, np.uint8))}
   consts = jax.device_put(task.consts())
   step_fn = task.train_step
-  if pack_state:
-    packer = packing.StatePacker(state)
+  config.pack_state = pack_state
+  if packer := packing.for_config(config, state):
     state, step_fn = jax.jit(packer.pack)(state), packer.wrap(step_fn)
   step = jax.jit(step_fn, donate_argnums=0)
   return step, state, batch, consts
@@ -127,6 +127,7 @@ def measure(config, batch_size: int, steps: int, warmup: int,
       'bench': 'train_step', 'model': config.model.name,
       'image_size': config.dataset.image_size, 'batch': batch_size,
       'dtype': config.model.dtype, 'pack_state': pack_state,
+      'state_kernel_layout': config.state_kernel_layout,
       'state_arrays': len(jax.tree.leaves(state)),
       'images_per_s': batch_size / step_s,
       'step_ms': 1e3 * step_s, 'host_loop_ms': 1e3 * loop_s,

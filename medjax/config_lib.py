@@ -21,7 +21,7 @@ RUN_CONTROL_KEYS = frozenset({
     'num_train_steps', 'log_every_steps', 'checkpoint_every_steps',
     'sample_every_steps', 'keep_checkpoints', 'dataset.data_dir',
     'num_sample_images', 'eval_every_steps', 'device_prefetch',
-    'pack_state',
+    'pack_state', 'state_kernel_layout',
 })
 
 # model.name -> task kind (medjax.trainers.get_task).
@@ -57,6 +57,12 @@ def base_config() -> ml_collections.ConfigDict:
   # price of a slower compile. Same values either way; checkpoints hold the
   # unpacked state.
   c.pack_state = False
+  # The layout the loop stores convolution kernels (and their optimizer
+  # moments) in: 'hwio' (flax's) or 'ohwi' (output channel first, cuDNN's
+  # filter layout with NHWC images: no per-step weight transposes on a GPU).
+  # Converted at the step call (medjax.packing); same values either way;
+  # checkpoints hold flax's layout.
+  c.state_kernel_layout = 'hwio'
   c.num_sample_images = 64  # Images in the periodic sample grid.
   # Validation (tasks that have it, e.g. SR: PSNR/SSIM on sr.eval_split).
   c.eval_every_steps = 1000
@@ -269,6 +275,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
               'eval_every_steps'):
     if config[key] <= 0:
       raise ValueError(f'{key} must be positive, got {config[key]}')
+  if config.state_kernel_layout not in ('hwio', 'ohwi'):
+    raise ValueError(f'state_kernel_layout={config.state_kernel_layout!r}, '
+                     "expected 'hwio' or 'ohwi'")
   if config.device_prefetch < 0:
     raise ValueError(f'device_prefetch must be >= 0, got '
                      f'{config.device_prefetch}')

@@ -1,20 +1,25 @@
-"""A train state's arrays packed into one flat array per dtype.
+"""How the training loop carries the train state across the step call.
 
-Each array a jitted call takes and returns costs the host time: about 1.3-2.5
-us per donated leaf on a 2-core EPYC with jax 0.10.2 (bench/NOTES.md). A GAN's
-train state has hundreds of leaves (SRGAN: 542, so ~1.7-2.3 ms per call that
-does nothing), and at the paper batch sizes the GPU loop is host-bound: on an
-H200 the host took 11.0 of SRGAN's 11.2 ms step to dispatch it. Packed, the
-state crosses the call boundary as one array per dtype, sliced and
-concatenated inside the compiled step; the values are bit-for-bit those of
-the unpacked state.
+Two opt-in transforms, applied when the state enters and leaves the
+compiled step (`StatePacker.wrap`), and undone only at steps that sample,
+validate or save; checkpoints hold the task's own state, and the values are
+bit-for-bit the same (tests/test_packing.py).
 
-Opt-in (`config.pack_state`), because the trade measured on a CPU is mixed:
-SRGAN's host loop halves, the step (CPU-bound there) does not change, and the
-step compiles in twice the time. Whether it pays on a GPU is measured by
-`bench/train_step.py --pack_state off on` (bench/NOTES.md).
+* Packed (`config.pack_state`): one flat array per dtype instead of the
+  state's leaves. Each array a jitted call takes and returns costs the host
+  ~1.3-2.5 us (2-core EPYC, jax 0.10.2), a GAN's state has hundreds of
+  leaves (SRGAN: 542), and at the paper batch sizes the GPU loop is
+  host-bound (SRGAN b16 on an H200: the host took 11.0 of the 11.2 ms step).
+  On a CPU the host loop halves but the step and its compile get slower;
+  on a GPU the step then concatenates and copies the state (bench/NOTES.md).
+* Kernels output channel first (`config.state_kernel_layout='ohwi'`): every
+  4-D leaf (convolution kernels, HWIO in flax, and their optimizer moments)
+  stored OHWI, the filter layout cuDNN takes with NHWC images, so that XLA
+  transposes no kernel to cuDNN's layout and no weight gradient back.
 
-Leaves of extended dtypes (PRNG keys) cannot be concatenated and are passed
+Whether either pays on a GPU is measured by `bench/train_step.py
+--pack_state off on --config.state_kernel_layout=...`; the kernels each
+removes, by `bench/gpu_hlo.py`. Leaves of extended dtypes (PRNG keys) pass
 through as they are.
 """
 
@@ -29,6 +34,16 @@ import jax.numpy as jnp
 PyTree = Any
 
 
+def _out_first(x):
+  """HWIO -> OHWI (a 4-D leaf: a conv kernel or its optimizer moment)."""
+  return jnp.transpose(x, (3, 0, 1, 2))
+
+
+def _out_last(x):
+  """OHWI -> HWIO."""
+  return jnp.transpose(x, (1, 2, 3, 0))
+
+
 class StatePacker:
   """Packs pytrees shaped like `example` into {dtype: flat array} and back.
 
@@ -36,17 +51,33 @@ class StatePacker:
     example: a pytree of arrays or `jax.ShapeDtypeStruct`s (e.g.
       `jax.eval_shape(task.init, rng)`) fixing the structure, shapes and
       dtypes of what is packed.
+    flat: concatenate the leaves into one flat array per dtype; if False,
+      the packed form is the pytree itself (with `kernels_out_first`).
+    kernels_out_first: store every 4-D leaf (convolution kernels, HWIO in
+      flax, and their optimizer moments) output channel first (OHWI), the
+      filter layout cuDNN takes with NHWC images. The step then converts
+      them to HWIO for the model and back; XLA cancels those transposes
+      against its own to cuDNN's layout, and the update of a kernel becomes
+      elementwise and in place: 154 fewer kernels per SRGAN b16 step in the
+      H100 program (bench/gpu_hlo.py), no transposes and no output copies
+      of weight gradients.
   """
 
-  def __init__(self, example: PyTree):
+  def __init__(self, example: PyTree, flat: bool = True,
+               kernels_out_first: bool = False):
     leaves, self._treedef = jax.tree.flatten(example)
+    self.flat, self.kernels_out_first = flat, kernels_out_first
     self._shapes = [tuple(x.shape) for x in leaves]
     self._dtypes = [x.dtype for x in leaves]
     # Per leaf: (dtype name, offset) into its group, or None: passed through.
     self._slots = []
+    self._turned = []  # Per leaf: stored output channel first.
     sizes: dict[str, int] = {}
     for shape, dtype in zip(self._shapes, self._dtypes):
-      if jax.dtypes.issubdtype(dtype, jax.dtypes.extended):
+      extended = jax.dtypes.issubdtype(dtype, jax.dtypes.extended)
+      self._turned.append(kernels_out_first and not extended
+                          and len(shape) == 4)
+      if extended:
         self._slots.append(None)
         continue
       offset = sizes.get(dtype.name, 0)
@@ -80,12 +111,16 @@ class StatePacker:
 
     Returns:
       {'flat': {dtype name: 1-D array of all that dtype's leaves, in leaf
-      order}, 'other': [the extended-dtype leaves, in leaf order]}.
+      order}, 'other': [the extended-dtype leaves, in leaf order]}; without
+      `flat`, the pytree (4-D leaves OHWI with `kernels_out_first`).
 
     Raises:
       ValueError: if the structure, a shape or a dtype differs.
     """
-    leaves = self._check(tree)
+    leaves = [_out_first(x) if turned else x
+              for x, turned in zip(self._check(tree), self._turned)]
+    if not self.flat:
+      return jax.tree.unflatten(self._treedef, leaves)
     parts: dict[str, list] = {name: [] for name in self.sizes}
     other = []
     for x, slot in zip(leaves, self._slots):
@@ -120,13 +155,35 @@ class StatePacker:
     Returns:
       The pytree, of the example's structure, shapes and dtypes.
     """
-    flat, other = packed['flat'], iter(packed['other'])
-    leaves = []
-    for shape, slot in zip(self._shapes, self._slots):
-      if slot is None:
-        leaves.append(next(other))
-      else:
-        name, offset = slot
-        size = math.prod(shape)
-        leaves.append(flat[name][offset:offset + size].reshape(shape))
+    if not self.flat:
+      leaves = jax.tree.leaves(packed)
+    else:
+      flat, other = packed['flat'], iter(packed['other'])
+      leaves = []
+      for shape, slot, turned in zip(self._shapes, self._slots,
+                                     self._turned):
+        if slot is None:
+          leaves.append(next(other))
+        else:
+          name, offset = slot
+          size = math.prod(shape)
+          stored = (shape[3], *shape[:3]) if turned else shape
+          leaves.append(flat[name][offset:offset + size].reshape(stored))
+    leaves = [_out_last(x) if turned else x
+              for x, turned in zip(leaves, self._turned)]
     return jax.tree.unflatten(self._treedef, leaves)
+
+
+def for_config(config, example: PyTree) -> StatePacker | None:
+  """The packer `config.pack_state` and `config.state_kernel_layout` ask
+  for (None: the loop carries the task's state as it is).
+
+  Args:
+    config: an experiment config.
+    example: the state (or its `jax.eval_shape`).
+  """
+  out_first = config.state_kernel_layout == 'ohwi'
+  if not (config.pack_state or out_first):
+    return None
+  return StatePacker(example, flat=config.pack_state,
+                     kernels_out_first=out_first)

@@ -353,13 +353,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     logging.info('Starting from scratch in %s.', workdir)
 
   # With `config.pack_state` the loop carries the state packed: one array per
-  # dtype crosses each step call instead of hundreds of leaves.
-  if config.pack_state:
-    packer = packing.StatePacker(jax.eval_shape(task.init, init_rng))
+  # dtype crosses each step call instead of hundreds of leaves; with
+  # `state_kernel_layout='ohwi'`, convolution kernels output channel first.
+  packer = packing.for_config(config, jax.eval_shape(task.init, init_rng))
+  if packer:
     loop_state = jax.jit(packer.pack, out_shardings=replicated)(state)
     unpack = jax.jit(packer.unpack, out_shardings=replicated)
   else:
-    packer, loop_state, unpack = None, state, lambda s: s
+    loop_state, unpack = state, lambda s: s
   del state  # Only the loop's copy stays on the devices.
   train_step, merge_metrics = make_train_step(
       task, transform, step_root, replicated, data_sharding, packer)

@@ -103,6 +103,7 @@ def test_train_step_bench_cli_takes_config_overrides(data_dir, capsys):
   # The same step, its state passed as leaves or as the float32 and int32
   # flat arrays.
   assert not leaves['pack_state'] and leaves['state_arrays'] > 20
+  assert leaves['state_kernel_layout'] == 'hwio'
   assert packed['pack_state'] and packed['state_arrays'] == 2
   assert packed['gflop_per_image'] == leaves['gflop_per_image']
 
