@@ -45,7 +45,9 @@ def _out_last(x):
 
 
 class StatePacker:
-  """Packs pytrees shaped like `example` into {dtype: flat array} and back.
+  """Converts pytrees shaped like `example` to the form the loop carries
+  (one flat array per dtype, and/or 4-D leaves output channel first) and
+  back.
 
   Args:
     example: a pytree of arrays or `jax.ShapeDtypeStruct`s (e.g.
