@@ -128,7 +128,8 @@ def train_program(model: str, batch: int, dtype: str, pack: bool,
   """(jitted step, abstract args) of a config's train step, as timed by
   bench/train_step.py (state donated; packed with `pack`, kernels stored
   in `kernel_layout`: see medjax.packing)."""
-  config = train_step.step_config([f'--config={CONFIGS[model]}'], dtype)
+  config = train_step.step_config([f'--config={CONFIGS.get(model, model)}'],
+                                  dtype)
   config.pack_state, config.state_kernel_layout = pack, kernel_layout
   task = trainers.get_task(config)
   state = jax.eval_shape(task.init, jax.random.key(0))
@@ -170,7 +171,8 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--workloads', nargs='+',
                       default=['dcgan:128', 'srgan:16', 'inception:256'],
-                      help='NAME:BATCH, NAME in dcgan, srgan, inception')
+                      help='NAME:BATCH, NAME one of dcgan, srgan, '
+                           'inception or a config file (its train step)')
   parser.add_argument('--dtypes', nargs='+', default=['float32'])
   parser.add_argument('--pack_state', nargs='+', choices=('off', 'on'),
                       default=['off'], help='train steps: see train_step.py')
