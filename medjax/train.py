@@ -180,14 +180,17 @@ def make_train_step(task, transform, step_root: jax.Array,
     transform: `batch_transform(config.dataset)` or None.
     step_root: the key every step's key is folded from.
     replicated, data_sharding: the state's and the batch's shardings.
-    packer: if given, the step takes and returns the state packed by it
-      (`config.pack_state`): a few arrays instead of hundreds of leaves.
+    packer: if given, the step takes and returns the state in the form the
+      loop carries it (`packing.for_config`: packed, kernels OHWI).
 
   Returns:
     (train_step(state, batch, step, consts) -> (state, metrics), state
     donated, a partial of the jitted function (`.func`); merge(metrics,
     metrics) -> metrics).
   """
+
+  step_state = (task.train_step if packer is None
+                else packer.wrap(task.train_step))
 
   def step_fn(root, state, batch, step, consts):
     # The step's key is derived inside the compiled step: an eager fold_in
@@ -196,8 +199,6 @@ def make_train_step(task, transform, step_root: jax.Array,
     if transform is not None:
       batch = dict(batch, image=transform(
           batch['image'], jax.random.fold_in(rng, 1)))
-    step_state = task.train_step if packer is None else packer.wrap(
-        task.train_step)
     return step_state(state, batch, rng, consts)
 
   # The root key is an argument, not a closed-over constant: a constant is
@@ -355,7 +356,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   # With `config.pack_state` the loop carries the state packed: one array per
   # dtype crosses each step call instead of hundreds of leaves; with
   # `state_kernel_layout='ohwi'`, convolution kernels output channel first.
-  packer = packing.for_config(config, jax.eval_shape(task.init, init_rng))
+  packer = packing.for_config(config, state)
   if packer:
     loop_state = jax.jit(packer.pack, out_shardings=replicated)(state)
     unpack = jax.jit(packer.unpack, out_shardings=replicated)
