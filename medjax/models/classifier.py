@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from medjax.models import conv
+from medjax.models import norm
 
 Dtype = Any
 
@@ -52,8 +53,8 @@ def _conv(features: int, kernel: int, stride: int, dtype: Dtype,
 
 
 def _bn(train: bool, dtype: Dtype, param_dtype: Dtype, name: str,
-        zero_scale: bool = False) -> nn.BatchNorm:
-  return nn.BatchNorm(
+        zero_scale: bool = False) -> nn.Module:
+  return norm.batch_norm(
       use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
       param_dtype=param_dtype,
       scale_init=(nn.initializers.zeros if zero_scale

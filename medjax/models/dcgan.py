@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from medjax.models import conv
+from medjax.models import norm
 
 Dtype = Any
 
@@ -34,12 +35,12 @@ def conv_out_size(size: int, kernels: Sequence[int], strides: Sequence[int],
 
 
 def batch_norm(train: bool, dtype: Dtype, param_dtype: Dtype, std: float,
-               name: str) -> nn.BatchNorm:
+               name: str) -> nn.Module:
   """BatchNorm as PyTorch's DCGAN sets it up (shared by the GAN families).
 
   gamma ~ N(1, std), beta = 0, eps 1e-5; torch momentum 0.1 is Flax's 0.9.
   """
-  return nn.BatchNorm(
+  return norm.batch_norm(
       use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
       param_dtype=param_dtype,
       scale_init=lambda k, s, d: 1.0 + std * jax.random.normal(k, s, d),

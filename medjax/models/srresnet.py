@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from medjax.models import conv
+from medjax.models import norm
 
 Dtype = Any
 
@@ -101,9 +102,9 @@ def _conv(features: int, kernel: int, stride: int, use_bias: bool,
 
 
 def _bn(train: bool, dtype: Dtype, param_dtype: Dtype, name: str
-        ) -> nn.BatchNorm:
+        ) -> nn.Module:
   # Torch momentum 0.1 is Flax momentum 0.9; torch eps 1e-5.
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9,
+  return norm.batch_norm(use_running_average=not train, momentum=0.9,
                       epsilon=1e-5, dtype=dtype, param_dtype=param_dtype,
                       name=name)
 
