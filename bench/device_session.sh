@@ -124,6 +124,15 @@ stage dcgan_small medjax.log 90 "${TS[@]}" --config=configs/dcgan_brain.py --bat
 stage dcgan_small_ref reference.log 40 "${REFPY[@]}" --case=dcgan64 --batch_size "${DC_B[0]}" --modes "${MODES[@]}"
 stage srgan_small medjax.log 120 "${TS[@]}" --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
 stage srgan_small_ref reference.log 50 "${REFPY[@]}" --case=srgan_x4_96 --batch_size "${SR_B[0]}" --modes "${MODES[@]}"
+# BatchNorm as Flax's nn.BatchNorm (MEDJAX_BATCHNORM=flax) against the GPU
+# default, medjax.models.norm.BatchNorm, that the two stages above timed: its
+# statistics and their backward pass are one reduction each, and the H100
+# program has 16-19% fewer kernels per step (bench/gpu_hlo.py: SRGAN b16
+# 1,191 -> 1,004, DCGAN b128 347 -> 282).
+stage batchnorm_flax medjax.log 60 "${TS[@]}" --dtypes float32 --batchnorm flax \
+  --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
+stage batchnorm_flax_dcgan medjax.log 40 "${TS[@]}" --dtypes float32 --batchnorm flax \
+  --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}"
 # Both paper-batch steps carry a fixed cost per step on the H200 (a line
 # through the two batches' step times: SRGAN ~6.5 ms, DCGAN ~1.8 ms), and
 # XLA leaves cuDNN convolutions out of its CUDA graphs by default, so the

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import itertools
 import json
 import os
 import re
@@ -109,12 +110,34 @@ def kernels(counts: collections.Counter) -> int:
 
 
 def gpu_device(target_config: str):
-  """A compile-only GPU device described by a GpuTargetConfig text proto."""
+  """A compile-only GPU device described by a GpuTargetConfig text proto.
+
+  Needs the CUDA PJRT plugin (see the module docstring); the error says so.
+  """
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   with open(target_config) as f:
+    text = f.read()
+  try:
     topology = topologies.get_topology_desc(
-        '', 'cuda', target_config=f.read(), topology='1x1x1')
+        '', 'cuda', target_config=text, topology='1x1x1')
+  except Exception as e:  # pylint: disable=broad-except
+    raise RuntimeError(
+        f'cannot compile for the GPU of {target_config} without a GPU: this '
+        'needs the CUDA PJRT plugin on the path (pip install --target '
+        '/tmp/cudasite --no-deps jax-cuda12-plugin==<jax version> '
+        'jax-cuda12-pjrt==<jax version> nvidia-cuda-nvcc-cu12 '
+        f'nvidia-cudnn-cu12; PYTHONPATH=/tmp/cudasite): {e}') from e
   return topology.devices[0]
+
+
+def device_memory_bytes(target_config: str) -> int:
+  """`device_memory_size` of a GpuTargetConfig text proto: the card's total
+  memory as the CUDA driver reports it."""
+  with open(target_config) as f:
+    m = re.search(r'^\s*device_memory_size:\s*(\d+)', f.read(), re.M)
+  if not m:
+    raise ValueError(f'{target_config} has no device_memory_size')
+  return int(m.group(1))
 
 
 def _abstract(tree, sharding):
@@ -123,14 +146,17 @@ def _abstract(tree, sharding):
       tree)
 
 
-def train_program(model: str, batch: int, dtype: str, pack: bool,
-                  sharding, kernel_layout: str = 'hwio') -> tuple:
-  """(jitted step, abstract args) of a config's train step, as timed by
-  bench/train_step.py (state donated; packed with `pack`, kernels stored
-  in `kernel_layout`: see medjax.packing)."""
-  config = train_step.step_config([f'--config={CONFIGS.get(model, model)}'],
-                                  dtype)
-  config.pack_state, config.state_kernel_layout = pack, kernel_layout
+def abstract_step(config, batch: int, sharding) -> tuple:
+  """A config's train step (bench/train_step.py's: state donated, packed as
+  `config.pack_state` says) and abstract arguments on `sharding`'s device.
+
+  Nothing is computed or allocated: the state comes from `jax.eval_shape`,
+  so the step compiles for a device this machine does not have.
+
+  Returns:
+    (jitted step, state, {'image': images}, key, consts): the arguments are
+    `jax.ShapeDtypeStruct`s carrying `sharding`.
+  """
   task = trainers.get_task(config)
   state = jax.eval_shape(task.init, jax.random.key(0))
   fn = task.train_step
@@ -141,9 +167,21 @@ def train_program(model: str, batch: int, dtype: str, pack: bool,
       (batch, size, size, config.dataset.channels), jnp.uint8,
       sharding=sharding)
   key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=sharding)
-  return jax.jit(fn, donate_argnums=0), (
-      _abstract(state, sharding), {'image': images}, key,
-      _abstract(jax.eval_shape(task.consts), sharding))
+  return (jax.jit(fn, donate_argnums=0), _abstract(state, sharding),
+          {'image': images}, key,
+          _abstract(jax.eval_shape(task.consts), sharding))
+
+
+def train_program(model: str, batch: int, dtype: str, pack: bool,
+                  sharding, kernel_layout: str = 'hwio') -> tuple:
+  """(jitted step, abstract args) of a config's train step, as timed by
+  bench/train_step.py (state donated; packed with `pack`, kernels stored
+  in `kernel_layout`: see medjax.packing)."""
+  config = train_step.step_config([f'--config={CONFIGS.get(model, model)}'],
+                                  dtype)
+  config.pack_state, config.state_kernel_layout = pack, kernel_layout
+  jitted, *args = abstract_step(config, batch, sharding)
+  return jitted, tuple(args)
 
 
 def inception_program(batch: int, dtype: str, fold: bool, sharding):
@@ -181,6 +219,10 @@ def main(argv=None):
                       help='train steps: config.state_kernel_layout')
   parser.add_argument('--inception_fold_bn', nargs='+', choices=('off', 'on'),
                       default=['off'], help='inception: see metrics.py')
+  parser.add_argument('--batchnorm', nargs='+', choices=('fused', 'flax'),
+                      default=['fused'],
+                      help="train steps' BatchNorm layers (MEDJAX_BATCHNORM):"
+                           " 'fused' is what a GPU run uses ('auto')")
   parser.add_argument('--conv_forms', default='gpu', choices=('gpu', 'off'),
                       help="medjax.models.conv's rule to compile with: "
                            "'gpu' (what a GPU run uses) or 'off'")
@@ -201,14 +243,15 @@ def main(argv=None):
                               fold_bn=fold == 'on'))
           print(json.dumps(rows[-1]), flush=True)
         continue
-      for pack in args.pack_state:
-        for layout in args.state_kernel_layout:
-          jitted, a = train_program(name, int(batch), dtype, pack == 'on',
-                                    sharding, layout)
-          rows.append(measure(name, jitted, a, batch=int(batch), dtype=dtype,
-                              pack_state=pack == 'on',
-                              state_kernel_layout=layout))
-          print(json.dumps(rows[-1]), flush=True)
+      for bn, pack, layout in itertools.product(
+          args.batchnorm, args.pack_state, args.state_kernel_layout):
+        os.environ['MEDJAX_BATCHNORM'] = bn  # Read when the step is traced.
+        jitted, a = train_program(name, int(batch), dtype, pack == 'on',
+                                  sharding, layout)
+        rows.append(measure(name, jitted, a, batch=int(batch), dtype=dtype,
+                            batchnorm=bn, pack_state=pack == 'on',
+                            state_kernel_layout=layout))
+        print(json.dumps(rows[-1]), flush=True)
   print(f'\nTarget: {args.target_config}; conv forms: {args.conv_forms}.\n\n'
         '| workload | batch | dtype | variant | kernels | cuDNN convs | '
         'fusions | copies | compile s |\n|---|---|---|---|---|---|---|---|---|')
@@ -216,6 +259,7 @@ def main(argv=None):
     c = r['census']
     variant = ', '.join(
         v for v, on in (('BN folded', r.get('fold_bn')),
+                        ('BatchNorm flax', r.get('batchnorm') == 'flax'),
                         ('state packed', r.get('pack_state')),
                         ('kernels OHWI',
                          r.get('state_kernel_layout') == 'ohwi')) if on

@@ -54,7 +54,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # pylint: disable=wrong-import-position
+import gpu_hlo  # pylint: disable=wrong-import-position
 import train_step  # pylint: disable=wrong-import-position
+
+from medjax.models import conv  # pylint: disable=wrong-import-position
 
 MB = 2**20
 # Compiles after the two probes before the search reports what it knows.
@@ -191,6 +194,23 @@ def memory_limit(limit_mb: float | None) -> tuple[int | None, str]:
   return None, 'the device reports no memory limit'
 
 
+def target_memory_limit(target_config: str,
+                        limit_mb: float | None) -> tuple[int, str]:
+  """(bytes, source) for a step compiled for `target_config`'s GPU.
+
+  --memory_limit_mb if given; else what JAX's client pool would be on that
+  card: XLA_PYTHON_CLIENT_MEM_FRACTION (0.75 unless set) of the total
+  memory the target config gives (`device_memory_size`).
+  """
+  if limit_mb is not None:
+    return int(limit_mb * MB), '--memory_limit_mb'
+  fraction = float(os.environ.get('XLA_PYTHON_CLIENT_MEM_FRACTION', 0.75))
+  total = gpu_hlo.device_memory_bytes(target_config)
+  return int(total * fraction), (
+      f'{fraction} x device_memory_size of {target_config} '
+      f'({total / MB:.0f} MB)')
+
+
 def needed_bytes(memory: dict[str, float]) -> float:
   """What one call of a compiled step needs, from XLA's memory analysis.
 
@@ -264,13 +284,21 @@ class _Step:
   """
 
   def __init__(self, config, first_batch: int, limit: float, multiple: int,
-               cap: int, emit: Callable[[dict], None]):
+               cap: int, emit: Callable[[dict], None], sharding=None):
     self.config, self.limit, self.emit = config, limit, emit
     self.multiple, self.cap = multiple, cap
-    self.step, self.state, batch, self.consts = train_step.build(
-        config, first_batch)
-    # A host copy as the template of every batch; the device copy goes.
-    self.host_batch = jax.tree.map(np.asarray, batch)
+    if sharding is None:
+      self.step, self.state, batch, self.consts = train_step.build(
+          config, first_batch)
+      self.key = jax.random.key(0)
+      # A host copy as the template of every batch; the device copy goes.
+      self.host_batch = jax.tree.map(np.asarray, batch)
+    else:
+      # Compile only, for `sharding`'s device (maybe one this machine does
+      # not have): abstract arguments, nothing computed or allocated.
+      self.step, self.state, batch, self.key, self.consts = (
+          gpu_hlo.abstract_step(config, first_batch, sharding))
+      self.host_batch = batch
     del batch
     self.best: tuple[int, Any] | None = None  # (batch, compiled)
     self.figures: dict[int, float] = {}  # batch -> bytes needed
@@ -279,7 +307,8 @@ class _Step:
 
   def spec(self, b: int):
     return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct((b,) + x.shape[1:], x.dtype),
+        lambda x: jax.ShapeDtypeStruct((b,) + x.shape[1:], x.dtype,
+                                       sharding=getattr(x, 'sharding', None)),
         self.host_batch)
 
   def device_batch(self, b: int):
@@ -296,7 +325,7 @@ class _Step:
   def needed(self, b: int, note: str | None = None) -> float:
     """Compiles at batch `b`; prints and returns the bytes it needs."""
     compiled, compile_s, _, memory = benchlib.compile_timed(
-        self.step, self.state, self.spec(b), jax.random.key(0), self.consts)
+        self.step, self.state, self.spec(b), self.key, self.consts)
     self.compiles += 1
     self.compile_s += compile_s
     need = self.figures[b] = needed_bytes(memory)
@@ -357,12 +386,16 @@ class _Step:
 
 
 def find(config, args, limit: int, limit_source: str,
-         emit: Callable[[dict], None]) -> dict:
-  """One search (and run) for one config; returns the result row."""
+         emit: Callable[[dict], None], sharding=None) -> dict:
+  """One search (and run) for one config; returns the result row.
+
+  With `sharding`, the step compiles for that sharding's device and never
+  runs (`args.run_steps` must be 0): see --target_config.
+  """
   multiple = args.multiple
   cap = args.max_batch // multiple * multiple
-  step = _Step(config, min(args.probe), limit, multiple, cap, emit)
-  stats = jax.devices()[0].memory_stats() or {}
+  step = _Step(config, min(args.probe), limit, multiple, cap, emit, sharding)
+  stats = (jax.devices()[0].memory_stats() or {}) if sharding is None else {}
   in_use = stats.get('bytes_in_use')
   found = search(step.needed, limit, args.probe, multiple, args.max_batch,
                  args.max_extra_compiles)
@@ -387,7 +420,14 @@ def find(config, args, limit: int, limit_source: str,
       row['note'] += f'; ran out of memory above {batch}'
   # The state and executable go with `step` when this returns; main then
   # collects them before the next dtype's search.
-  return {**row, **benchlib.environment()}
+  row = {**row, **benchlib.environment()}
+  if sharding is not None:
+    device, = sharding.device_set
+    row.update(device=f'{device.device_kind} (compiled here, '
+                      'not run)', backend='gpu (deviceless)',
+               target_config=args.target_config,
+               method='xla memory_analysis, deviceless compile')
+  return row
 
 
 def _cell(value, fmt='{:.0f}'):
@@ -404,8 +444,16 @@ def main(argv=None):
   parser.add_argument('--memory_limit_mb', type=float, default=None,
                       help="default: the device's bytes_limit (required on "
                       'CPUs)')
-  parser.add_argument('--run_steps', type=int, default=2,
-                      help='steps run at the batch found (0: no run)')
+  parser.add_argument('--run_steps', type=int, default=None,
+                      help='steps run at the batch found (0: no run); '
+                           'default 2, 0 with --target_config')
+  parser.add_argument('--target_config', default=None,
+                      help='compile for the GPU this GpuTargetConfig text '
+                           'proto describes (bench/h100_sxm.txtpb, '
+                           'bench/h200.txtpb) without that GPU: needs the '
+                           'CUDA PJRT plugin (bench/gpu_hlo.py); the limit '
+                           'is then XLA_PYTHON_CLIENT_MEM_FRACTION (0.75) of '
+                           'its device_memory_size; nothing runs')
   parser.add_argument('--max_batch', type=int, default=4096)
   parser.add_argument('--max_extra_compiles', type=int,
                       default=MAX_EXTRA_COMPILES,
@@ -418,7 +466,23 @@ def main(argv=None):
     parser.error('need 1 <= --multiple <= --max_batch')
   if len(set(args.probe)) < 2 or min(args.probe) < 1:
     parser.error('--probe needs two distinct positive batches')
-  limit, source = memory_limit(args.memory_limit_mb)
+  sharding = None
+  if args.target_config:
+    if args.run_steps:
+      parser.error('--target_config compiles only: --run_steps must be 0')
+    args.run_steps = 0
+    sharding = jax.sharding.SingleDeviceSharding(
+        gpu_hlo.gpu_device(args.target_config))
+    # The rules are read when tracing, and the default backend is this CPU:
+    # a GPU run's conv forms, and its BatchNorm unless one is forced.
+    conv.forms_rule = lambda: 'gpu'
+    if os.environ.get('MEDJAX_BATCHNORM', 'auto') == 'auto':
+      os.environ['MEDJAX_BATCHNORM'] = 'fused'
+    limit, source = target_memory_limit(args.target_config,
+                                        args.memory_limit_mb)
+  else:
+    args.run_steps = 2 if args.run_steps is None else args.run_steps
+    limit, source = memory_limit(args.memory_limit_mb)
   if limit is None:
     parser.error(f'{jax.devices()[0].device_kind} ({jax.default_backend()}): '
                  f'{source}; pass --memory_limit_mb')
@@ -430,7 +494,7 @@ def main(argv=None):
   rows = []
   for dtype in args.dtypes:
     config = train_step.step_config(config_argv, dtype, args.vgg_weights)
-    row = find(config, args, limit, source, emit)
+    row = find(config, args, limit, source, emit, sharding)
     emit(row)
     rows.append(row)
     jax.clear_caches()

@@ -37,6 +37,7 @@ from medjax import config_lib  # pylint: disable=wrong-import-position
 from medjax import packing  # pylint: disable=wrong-import-position
 from medjax import trainers  # pylint: disable=wrong-import-position
 from medjax.models import conv  # pylint: disable=wrong-import-position
+from medjax.models import norm  # pylint: disable=wrong-import-position
 
 
 def step_config(config_argv, dtype: str, vgg_weights: str = 'random_vgg'):
@@ -151,6 +152,13 @@ def main(argv=None):
                            "forms: 'auto' (the backend's rule), 'on' (the "
                            "CPU rule anywhere), 'off' (plain lax); several "
                            'are timed one after the other')
+  parser.add_argument('--batchnorm', nargs='+', choices=norm.MODES,
+                      default=['auto'],
+                      help="BatchNorm layers (MEDJAX_BATCHNORM): 'auto' "
+                           "(the backend's: 'fused' on GPUs, else 'flax'), "
+                           "'fused' (medjax.models.norm.BatchNorm) or "
+                           "'flax' (nn.BatchNorm); several are timed one "
+                           'after the other')
   parser.add_argument('--pack_state', nargs='+', choices=('on', 'off'),
                       default=['off'],
                       help="'on': the step passes the state as one flat "
@@ -161,32 +169,40 @@ def main(argv=None):
   parser.add_argument('--profile_dir', default='',
                       help='if set, trace 3 more steps per row with '
                            'jax.profiler into DIR/<model>_<batch>_<dtype> '
-                           '(under DIR/conv_<form> when several forms); '
+                           '(under DIR/conv_<form>_bn_<batchnorm> when several '
+                           'forms or batchnorms); '
                            'summarise with bench/trace_summary.py')
   args, config_argv = benchlib.parse_args(parser, argv,
                                           'configs/dcgan_brain.py')
   rows = []
-  for forms in args.conv_forms:
+  for forms, bn in itertools.product(args.conv_forms, args.batchnorm):
     os.environ['MEDJAX_CONV_FORMS'] = forms  # Read when the step is traced.
+    os.environ['MEDJAX_BATCHNORM'] = bn  # So is this.
     for dtype in args.dtypes:
       for batch_size, pack in itertools.product(args.batch_size,
                                                 args.pack_state):
         config = step_config(config_argv, dtype, args.vgg_weights)
         profile_dir = args.profile_dir and (
-            os.path.join(args.profile_dir, f'conv_{forms}')
-            if len(args.conv_forms) > 1 else args.profile_dir)
+            os.path.join(args.profile_dir, f'conv_{forms}_bn_{bn}')
+            if len(args.conv_forms) * len(args.batchnorm) > 1
+            else args.profile_dir)
         row = measure(config, batch_size, args.steps, args.warmup,
                       profile_dir=profile_dir, pack_state=pack == 'on')
         row['conv_forms'] = forms
+        row['batchnorm'] = bn
+        row['batchnorm_used'] = norm.mode()  # 'fused' or 'flax'.
         row['conv_forms_used'] = conv.forms_rule()  # 'cpu', 'gpu' or None.
         print(json.dumps(row), flush=True)
         rows.append(row)
-  print('\n| model | size | batch | dtype | conv forms | state arrays | img/s '
+  print('\n| model | size | batch | dtype | conv forms | BatchNorm | '
+        'state arrays | img/s '
         '| step ms | host loop ms | compile s | GFLOP/img | MFU | peak MB | '
-        'device |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
+        'device |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|'
+        '---|')
   for r in rows:
     print(f"| {r['model']} | {r['image_size']} | {r['batch']} | {r['dtype']} "
           f"| {r['conv_forms']} ({r['conv_forms_used'] or 'off'} rule) "
+          f"| {r['batchnorm']} ({r['batchnorm_used']}) "
           f"| {r['state_arrays']} ({'packed' if r['pack_state'] else 'leaves'})"
           f" | {r['images_per_s']:.1f} | {r['step_ms']:.1f} | "
           f"{r['host_loop_ms']:.2f} | "

@@ -1,5 +1,6 @@
 """bench/max_batch.py: the batch search, the run fallback, one tiny run."""
 
+import argparse
 import json
 import os
 
@@ -160,3 +161,62 @@ def test_main_steps_down_when_the_run_runs_out_of_memory(capsys, monkeypatch):
             and json.loads(l)['kind'] == 'probe']
   assert probes[-1]['batch'] == 1
   assert probes[-1]['note'] == 'compiled for the run'
+
+
+def _tiny_srresnet_argv():
+  return [f'--config={os.path.join(REPO, "configs", "srresnet_brain.py")}',
+          '--config.model.sr.num_blocks=1', '--config.model.sr.features=8',
+          '--config.sr.hr_crop=16']
+
+
+def test_abstract_arguments_give_the_concrete_figures():
+  """--target_config's path (abstract state and batch on a sharding, so the
+  step compiles for a device this machine lacks), checked here on the CPU
+  device against the path that builds a real state."""
+  config = bench.train_step.step_config(_tiny_srresnet_argv(), 'float32')
+  cpu = jax.sharding.SingleDeviceSharding(jax.devices('cpu')[0])
+  rows = []
+  concrete = bench._Step(config, 1, 10 * MB, 1, 8, rows.append)
+  abstract = bench._Step(config, 1, 10 * MB, 1, 8, rows.append, cpu)
+  assert all(isinstance(x, jax.ShapeDtypeStruct)
+             for x in jax.tree.leaves((abstract.state, abstract.consts)))
+  for b in (1, 3):
+    assert abstract.spec(b)['image'].sharding == cpu
+    assert abstract.needed(b) == concrete.needed(b)
+  assert [r['batch'] for r in rows] == [1, 1, 3, 3]
+  # The search on that path: the figures above, nothing run.
+  args = argparse.Namespace(multiple=1, max_batch=8, probe=[1, 2],
+                            max_extra_compiles=6, run_steps=0,
+                            target_config='gpu.txtpb')
+  limit = (concrete.figures[1] + concrete.figures[3]) / 2
+  row = bench.find(config, args, limit, 'test', rows.append, cpu)
+  assert row['largest_batch'] in (1, 2) and row['exact']
+  assert row['run_ok'] is None and row['target_config'] == 'gpu.txtpb'
+  assert row['method'] == 'xla memory_analysis, deviceless compile'
+  assert row['device'].endswith('(compiled here, not run)')
+
+
+def test_target_memory_limit(tmp_path, monkeypatch):
+  target = tmp_path / 'gpu.txtpb'
+  target.write_text('gpu_device_info {\n  device_memory_size: 4194304000\n}\n')
+  monkeypatch.delenv('XLA_PYTHON_CLIENT_MEM_FRACTION', raising=False)
+  limit, source = bench.target_memory_limit(str(target), None)
+  assert limit == 3145728000 and '0.75' in source and '4000 MB' in source
+  monkeypatch.setenv('XLA_PYTHON_CLIENT_MEM_FRACTION', '0.5')
+  assert bench.target_memory_limit(str(target), None)[0] == 2097152000
+  assert bench.target_memory_limit(str(target), 10)[0] == 10 * MB
+  # The shipped targets: an H100's 80 GB and the H200's implied 143,157 MB.
+  for name, mb in (('h100_sxm.txtpb', 81042), ('h200.txtpb', 143157)):
+    total = bench.gpu_hlo.device_memory_bytes(os.path.join(REPO, 'bench',
+                                                           name))
+    assert round(total / MB) == mb
+  target.write_text('gpu_device_info {\n}\n')
+  with pytest.raises(ValueError, match='device_memory_size'):
+    bench.target_memory_limit(str(target), None)
+
+
+def test_target_config_compiles_only():
+  with pytest.raises(SystemExit):
+    bench.main(_tiny_srresnet_argv() + [
+        '--target_config', os.path.join(REPO, 'bench', 'h100_sxm.txtpb'),
+        '--run_steps', '1'])
