@@ -124,25 +124,32 @@ stage dcgan_small medjax.log 90 "${TS[@]}" --config=configs/dcgan_brain.py --bat
 stage dcgan_small_ref reference.log 40 "${REFPY[@]}" --case=dcgan64 --batch_size "${DC_B[0]}" --modes "${MODES[@]}"
 stage srgan_small medjax.log 120 "${TS[@]}" --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
 stage srgan_small_ref reference.log 50 "${REFPY[@]}" --case=srgan_x4_96 --batch_size "${SR_B[0]}" --modes "${MODES[@]}"
-# BatchNorm as Flax's nn.BatchNorm (MEDJAX_BATCHNORM=flax) against the GPU
-# default, medjax.models.norm.BatchNorm, that the two stages above timed: its
-# statistics and their backward pass are one reduction each, and the H100
-# program has 16-19% fewer kernels per step (bench/gpu_hlo.py: SRGAN b16
-# 1,191 -> 1,004, DCGAN b128 347 -> 282).
-stage batchnorm_flax medjax.log 60 "${TS[@]}" --dtypes float32 --batchnorm flax \
+# medjax.models.norm.BatchNorm (MEDJAX_BATCHNORM=fused) against nn.BatchNorm,
+# the default the two stages above timed: its statistics and their backward
+# pass are one reduction each; the H100 program has 16-19% fewer kernels per
+# step (bench/gpu_hlo.py: SRGAN b16 1,191 -> 1,004, DCGAN b128 347 -> 282)
+# but 10-22% more launches from the host (CUDA graphs capture fewer).
+stage batchnorm_fused medjax.log 60 "${TS[@]}" --dtypes float32 --batchnorm fused \
   --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
-stage batchnorm_flax_dcgan medjax.log 40 "${TS[@]}" --dtypes float32 --batchnorm flax \
+stage batchnorm_fused_dcgan medjax.log 40 "${TS[@]}" --dtypes float32 --batchnorm fused \
   --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}"
 # Both paper-batch steps carry a fixed cost per step on the H200 (a line
 # through the two batches' step times: SRGAN ~6.5 ms, DCGAN ~1.8 ms), and
 # XLA leaves cuDNN convolutions out of its CUDA graphs by default, so the
 # graphs between them are short or not made. Here every command, the
-# convolutions too, goes into CUDA graphs of any length.
+# convolutions too, is asked into CUDA graphs of any length. (Compiled here
+# without the GPU, jax 0.10.2's XLA keeps the convolutions out even so; the
+# kernels between them do go in: DCGAN b128 132 -> 102 launches per step,
+# bench/gpu_hlo.py.)
 GRAPHS="--xla_gpu_enable_command_buffer=+CONVOLUTION --xla_gpu_graph_min_graph_size=1"
 stage xla_graphs medjax.log 60 env XLA_FLAGS="${XLA_FLAGS:-} $GRAPHS" \
   "${TS[@]}" --dtypes float32 --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
 stage xla_graphs_dcgan medjax.log 40 env XLA_FLAGS="${XLA_FLAGS:-} $GRAPHS" \
   "${TS[@]}" --dtypes float32 --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}"
+# CUDA graphs off for SRGAN (DCGAN b128 on the H200: no change): whether
+# XLA's graphs of the kernels between convolutions help the SRGAN step.
+stage graphs_off medjax.log 60 env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=" \
+  "${TS[@]}" --dtypes float32 --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
 # The train state passed to the step as one flat array per dtype
 # (config.pack_state, medjax/packing.py) instead of 542 (SRGAN) or 89 (DCGAN)
 # arrays: each costs the host 1.3-2.5 us per call on a CPU, and the paper-batch

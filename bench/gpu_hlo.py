@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import collections
+import glob
 import itertools
 import json
 import os
 import re
 import sys
+import tempfile
 import time
 
 import jax
@@ -101,6 +103,32 @@ def census(hlo_text: str) -> collections.Counter:
         counts[op] += 1
   walk(entry)
   return counts
+
+
+_THUNK = re.compile(r'^( *)\d+: (k\w+)')
+
+
+def thunks(sequence_text: str) -> dict[str, int]:
+  """What the GPU runtime launches per call, from XLA's thunk sequence.
+
+  `sequence_text` is the `*.thunk_sequence_after_thunk_passes.txt` an XLA
+  dump writes: one line per thunk, commands captured into a CUDA graph
+  (`kCommandBuffer`) indented under it.
+
+  Returns:
+    {'launches': top-level thunks (a kernel, a cuDNN call, a copy or a whole
+    graph: what the host issues one by one), 'graphs': how many of those are
+    CUDA graphs, 'in_graphs': thunks captured inside them}.
+  """
+  launches = graphs = in_graphs = 0
+  for line in sequence_text.splitlines():
+    if m := _THUNK.match(line):
+      if m.group(1):
+        in_graphs += 1
+      else:
+        launches += 1
+        graphs += m.group(2) == 'kCommandBuffer'
+  return {'launches': launches, 'graphs': graphs, 'in_graphs': in_graphs}
 
 
 def kernels(counts: collections.Counter) -> int:
@@ -194,14 +222,28 @@ def inception_program(batch: int, dtype: str, fold: bool, sharding):
       _abstract(params, sharding), x)
 
 
-def measure(name: str, jitted, args, **fields) -> dict:
-  t = time.perf_counter()
-  compiled = jitted.trace(*args).lower().compile()
-  compile_s = time.perf_counter() - t
+def measure(name: str, jitted, args, options=None, **fields) -> dict:
+  """Compiles `jitted` for `args` (with XLA `options`); one JSON row.
+
+  XLA dumps the program into a temporary folder (its thunk sequence is
+  where CUDA graphs show: `thunks`); compile_s includes the dump.
+  """
+  with tempfile.TemporaryDirectory() as dump:
+    t = time.perf_counter()
+    compiled = jitted.trace(*args).lower().compile(compiler_options={
+        **(options or {}), 'xla_dump_to': dump,
+        'xla_dump_hlo_pass_re': 'NONE'})
+    compile_s = time.perf_counter() - t
+    sequences = glob.glob(os.path.join(
+        dump, '*.thunk_sequence_after_thunk_passes.txt'))
+    launches = {}
+    if sequences:  # The step's module: the largest.
+      with open(max(sequences, key=os.path.getsize)) as f:
+        launches = thunks(f.read())
   counts = census(compiled.as_text())
   return {'bench': 'gpu_hlo', 'workload': name, **fields,
-          'kernels': kernels(counts), 'compile_s': compile_s,
-          'census': dict(counts.most_common()),
+          'kernels': kernels(counts), **launches, 'compile_s': compile_s,
+          'xla_options': options or {}, 'census': dict(counts.most_common()),
           **benchlib.environment()}
 
 
@@ -219,15 +261,21 @@ def main(argv=None):
                       help='train steps: config.state_kernel_layout')
   parser.add_argument('--inception_fold_bn', nargs='+', choices=('off', 'on'),
                       default=['off'], help='inception: see metrics.py')
-  parser.add_argument('--batchnorm', nargs='+', choices=('fused', 'flax'),
-                      default=['fused'],
-                      help="train steps' BatchNorm layers (MEDJAX_BATCHNORM):"
-                           " 'fused' is what a GPU run uses ('auto')")
+  parser.add_argument('--batchnorm', nargs='+', choices=('flax', 'fused'),
+                      default=['flax'],
+                      help="train steps' BatchNorm layers: see "
+                           'train_step.py')
   parser.add_argument('--conv_forms', default='gpu', choices=('gpu', 'off'),
                       help="medjax.models.conv's rule to compile with: "
                            "'gpu' (what a GPU run uses) or 'off'")
   parser.add_argument('--target_config', default=TARGET)
+  parser.add_argument('--xla_options', nargs='*', default=[],
+                      metavar='NAME=VALUE',
+                      help='XLA debug options for every compile, e.g. '
+                           'xla_gpu_graph_min_graph_size=1 (as XLA_FLAGS '
+                           'would set them, without the dashes)')
   args = parser.parse_args(argv)
+  options = dict(o.split('=', 1) for o in args.xla_options)
   sharding = jax.sharding.SingleDeviceSharding(gpu_device(args.target_config))
   # The rule is read when tracing; here the default backend is the CPU.
   conv.forms_rule = lambda: None if args.conv_forms == 'off' else 'gpu'
@@ -239,8 +287,8 @@ def main(argv=None):
         for fold in args.inception_fold_bn:
           jitted, a = inception_program(int(batch), dtype, fold == 'on',
                                         sharding)
-          rows.append(measure(name, jitted, a, batch=int(batch), dtype=dtype,
-                              fold_bn=fold == 'on'))
+          rows.append(measure(name, jitted, a, options, batch=int(batch),
+                              dtype=dtype, fold_bn=fold == 'on'))
           print(json.dumps(rows[-1]), flush=True)
         continue
       for bn, pack, layout in itertools.product(
@@ -248,18 +296,21 @@ def main(argv=None):
         os.environ['MEDJAX_BATCHNORM'] = bn  # Read when the step is traced.
         jitted, a = train_program(name, int(batch), dtype, pack == 'on',
                                   sharding, layout)
-        rows.append(measure(name, jitted, a, batch=int(batch), dtype=dtype,
-                            batchnorm=bn, pack_state=pack == 'on',
+        rows.append(measure(name, jitted, a, options, batch=int(batch),
+                            dtype=dtype, batchnorm=bn,
+                            pack_state=pack == 'on',
                             state_kernel_layout=layout))
         print(json.dumps(rows[-1]), flush=True)
-  print(f'\nTarget: {args.target_config}; conv forms: {args.conv_forms}.\n\n'
+  print(f'\nTarget: {args.target_config}; conv forms: {args.conv_forms}; '
+        f'XLA options: {options or "-"}.\n\n'
         '| workload | batch | dtype | variant | kernels | cuDNN convs | '
-        'fusions | copies | compile s |\n|---|---|---|---|---|---|---|---|---|')
+        'fusions | copies | launches (CUDA graphs; kernels in them) | '
+        'compile s |\n|---|---|---|---|---|---|---|---|---|---|')
   for r in rows:
     c = r['census']
     variant = ', '.join(
         v for v, on in (('BN folded', r.get('fold_bn')),
-                        ('BatchNorm flax', r.get('batchnorm') == 'flax'),
+                        ('BatchNorm fused', r.get('batchnorm') == 'fused'),
                         ('state packed', r.get('pack_state')),
                         ('kernels OHWI',
                          r.get('state_kernel_layout') == 'ohwi')) if on
@@ -268,7 +319,8 @@ def main(argv=None):
     fusions = sum(v for k, v in c.items() if k.startswith('fusion:'))
     print(f"| {r['workload']} | {r['batch']} | {r['dtype']} | {variant} | "
           f"{r['kernels']} | {convs} | {fusions} | {c.get('copy', 0)} | "
-          f"{r['compile_s']:.1f} |")
+          f"{r.get('launches', '-')} ({r.get('graphs', '-')}; "
+          f"{r.get('in_graphs', '-')}) | {r['compile_s']:.1f} |")
   return rows
 
 

@@ -3,6 +3,8 @@ r"""Finds the largest train-step batch that fits in device memory.
   python bench/max_batch.py                 # SRGAN 96x96, float32 and bfloat16
   python bench/max_batch.py --config=configs/srresnet_brain.py --dtypes bfloat16
   python bench/max_batch.py --memory_limit_mb=20000 --multiple=1 --run_steps=0
+  JAX_PLATFORMS=cpu PYTHONPATH=/tmp/cudasite python bench/max_batch.py \
+      --target_config bench/h100_sxm.txtpb      # no GPU needed (gpu_hlo.py)
 
 Method (few compiles: on a GPU one SRGAN compile takes tens of seconds):
   1. What a batch b needs, from XLA without running it: the train step of
@@ -27,6 +29,13 @@ Method (few compiles: on a GPU one SRGAN compile takes tens of seconds):
      timed; if the device runs out of memory (device buffers outside the
      step's arguments and allocator fragmentation are not in the figure),
      step down by --multiple and retry (at most MAX_RUN_RETRIES).
+
+--target_config compiles for the GPU a target description names, on a
+machine without it (bench/gpu_hlo.py's deviceless compile): steps 1-3 from
+abstract arguments, the limit from the description's memory, no run. XLA's
+rematerialisation then does not aim at the device allocator's limit, so the
+answer is a lower bound (H200, 2026-11-26: 2,192 here, 2,528 on the device;
++3% need where memory is linear in the batch).
 
 One search per --dtypes entry. SR configs run on HR-crop-sized images (96x96
 for SRGAN), as in bench/train_step.py; the SRGAN VGG content loss uses random
@@ -473,11 +482,8 @@ def main(argv=None):
     args.run_steps = 0
     sharding = jax.sharding.SingleDeviceSharding(
         gpu_hlo.gpu_device(args.target_config))
-    # The rules are read when tracing, and the default backend is this CPU:
-    # a GPU run's conv forms, and its BatchNorm unless one is forced.
+    # The rule is read when tracing, and the default backend is this CPU.
     conv.forms_rule = lambda: 'gpu'
-    if os.environ.get('MEDJAX_BATCHNORM', 'auto') == 'auto':
-      os.environ['MEDJAX_BATCHNORM'] = 'fused'
     limit, source = target_memory_limit(args.target_config,
                                         args.memory_limit_mb)
   else:

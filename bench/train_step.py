@@ -153,12 +153,11 @@ def main(argv=None):
                            "CPU rule anywhere), 'off' (plain lax); several "
                            'are timed one after the other')
   parser.add_argument('--batchnorm', nargs='+', choices=norm.MODES,
-                      default=['auto'],
-                      help="BatchNorm layers (MEDJAX_BATCHNORM): 'auto' "
-                           "(the backend's: 'fused' on GPUs, else 'flax'), "
-                           "'fused' (medjax.models.norm.BatchNorm) or "
-                           "'flax' (nn.BatchNorm); several are timed one "
-                           'after the other')
+                      default=['flax'],
+                      help="BatchNorm layers (MEDJAX_BATCHNORM): 'flax' "
+                           "(nn.BatchNorm, the default) or 'fused' "
+                           '(medjax.models.norm.BatchNorm); several are '
+                           'timed one after the other')
   parser.add_argument('--pack_state', nargs='+', choices=('on', 'off'),
                       default=['off'],
                       help="'on': the step passes the state as one flat "
@@ -190,7 +189,6 @@ def main(argv=None):
                       profile_dir=profile_dir, pack_state=pack == 'on')
         row['conv_forms'] = forms
         row['batchnorm'] = bn
-        row['batchnorm_used'] = norm.mode()  # 'fused' or 'flax'.
         row['conv_forms_used'] = conv.forms_rule()  # 'cpu', 'gpu' or None.
         print(json.dumps(row), flush=True)
         rows.append(row)
@@ -202,7 +200,7 @@ def main(argv=None):
   for r in rows:
     print(f"| {r['model']} | {r['image_size']} | {r['batch']} | {r['dtype']} "
           f"| {r['conv_forms']} ({r['conv_forms_used'] or 'off'} rule) "
-          f"| {r['batchnorm']} ({r['batchnorm_used']}) "
+          f"| {r['batchnorm']} "
           f"| {r['state_arrays']} ({'packed' if r['pack_state'] else 'leaves'})"
           f" | {r['images_per_s']:.1f} | {r['step_ms']:.1f} | "
           f"{r['host_loop_ms']:.2f} | "

@@ -149,3 +149,20 @@ ENTRY %main (x: f32[4], w: f32[4]) -> f32[4] {
                     'while': 1, 'fusion:kLoop': 1, 'command_buffer': 1,
                     'fusion:kInput': 1, 'fusion:kCustom:__triton_gemm': 1}
   assert bench.kernels(counts) == 5
+
+
+def test_gpu_hlo_thunks_count_what_the_host_launches():
+  """XLA's thunk sequence (an H100 dump's format): top-level thunks are
+  launched one by one, a CUDA graph's commands (indented) in one go."""
+  bench = load_bench('gpu_hlo')
+  text = """\
+001: kCustomKernel  [source        | next=002 (1) ] loop_xor_fusion grid: [1, 1, 1] threads: [2, 1, 1]  shared_memory: 0 bytes
+002: kConvolution   [prev=001 (1)  | next=000 (1) ] kConvolution
+000: kCommandBuffer [prev=002 (1)  | next=006 (1) ] 
+    003: kCustomKernel [source       | next=004 (1)] input_reduce_fusion grid: [512, 1, 1] threads: [1024, 1, 1]  shared_memory: 0 bytes
+    004: kCustomKernel [prev=003 (1) | next=005 (1)] loop_multiply_fusion grid: [4, 1, 1] threads: [128, 1, 1]  shared_memory: 0 bytes
+    005: kCopy [prev=004 (1) | sink        ] copy
+006: kConvolution   [prev=000 (1)  | sink         ] kConvolution
+"""
+  assert bench.thunks(text) == {'launches': 4, 'graphs': 1, 'in_graphs': 3}
+  assert bench.thunks('') == {'launches': 0, 'graphs': 0, 'in_graphs': 0}

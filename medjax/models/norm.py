@@ -15,13 +15,15 @@ running-average update and the same output as nn.BatchNorm to float32
 rounding, so checkpoints of either load in the other. Normalises the last
 axis over all others (NHWC images, or (B, F) features).
 
-XLA:CPU writes the stacked pair out instead of fusing it into the reduction,
-which makes this BatchNorm alone 2x slower there than Flax's (2-core EPYC,
-2026-11-26: (16, 96, 96, 64) forward and backward 84-89 vs 40-44 ms). So
-the models build their BatchNorm layers with `batch_norm`, which picks by
-the environment variable MEDJAX_BATCHNORM, read when a model is traced:
-'auto' (default) this module's on GPUs and nn.BatchNorm itself elsewhere,
-'fused' this module's, 'flax' nn.BatchNorm (for side-by-side benchmarks,
+XLA:CPU writes the stacked pair out instead of fusing it into the
+reduction, which makes this BatchNorm alone 2x slower there than Flax's
+(2-core EPYC, 2026-11-26: (16, 96, 96, 64) forward and backward 84-89 vs
+40-44 ms). On a GPU it is untimed: the H100 program has 16-19% fewer kernels
+per GAN/SR step, but XLA's CUDA graphs then capture fewer of them, so the
+host issues 10-22% more launches (bench/NOTES.md). So the models build their
+BatchNorm layers with `batch_norm`, which gives nn.BatchNorm itself unless
+the environment variable MEDJAX_BATCHNORM (read when a model is traced) is
+'fused' ('flax', the default, until a GPU session times both:
 bench/train_step.py --batchnorm). Both have the same variables.
 """
 
@@ -36,20 +38,14 @@ import jax
 import jax.numpy as jnp
 
 Dtype = Any
-MODES = ('auto', 'fused', 'flax')
+MODES = ('flax', 'fused')
 
 
 def mode() -> str:
-  """'fused' or 'flax': which BatchNorm `batch_norm` builds (module doc).
-
-  From MEDJAX_BATCHNORM: 'auto' (default) is 'fused' when JAX's default
-  backend is a GPU, else 'flax'.
-  """
-  choice = os.environ.get('MEDJAX_BATCHNORM', 'auto')
+  """MEDJAX_BATCHNORM: 'flax' (default) or 'fused' (see the module doc)."""
+  choice = os.environ.get('MEDJAX_BATCHNORM', 'flax')
   if choice not in MODES:
     raise ValueError(f'MEDJAX_BATCHNORM={choice!r}, expected one of {MODES}')
-  if choice == 'auto':
-    return 'fused' if jax.default_backend() == 'gpu' else 'flax'
   return choice
 
 
