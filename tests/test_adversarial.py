@@ -1,8 +1,6 @@
 """The shared adversarial update: its gradient, paired augmentation, and the
 `gan.*` options on SRGAN, Pix2Pix and StarGAN."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +11,6 @@ from medjax import losses
 from medjax import trainers
 from medjax.trainers import adversarial
 from tests.conftest import tiny_config
-from tests.test_gan_options import _SNGAN
 from tests.test_gan_options import _STARGAN
 from tests.test_sr import _PIX2PIX, _TINY_SR
 
@@ -129,47 +126,3 @@ def test_gan_options_apply_to_every_adversarial_task(tmp_path, name):
     assert task.evaluate(broken, images) == task.evaluate(s2, images)
     assert (task.evaluate(broken.replace(g_ema=None), images)
             != task.evaluate(s2, images))
-
-
-@pytest.mark.parametrize('name', ['dcgan', 'srgan', 'pix2pix', 'sngan'])
-def test_one_d_call_is_the_two_passes(tmp_path, name):
-  """D vmapped over [real, fake] (each half its own BatchNorm statistics)
-  gives the two passes' losses, gradients and running statistics to float
-  rounding, with DiffAugment and R1 on; spectral-norm discriminators (SNGAN)
-  keep two calls. Plain SGD: an update is the gradient, not Adam's ~lr."""
-  overrides = {
-      'dcgan': {},
-      'srgan': {'model.name': 'srgan', **_TINY_SR, 'sr.content_loss': 'mse'},
-      'pix2pix': {**_TINY_SR, **_PIX2PIX},
-      'sngan': _SNGAN}[name]
-  config = tiny_config(str(tmp_path), **{
-      **overrides, 'gan.r1_gamma': 1.0, 'gan.diffaugment': 'translation'})
-  task = trainers.get_task(config)
-  adv_attr = 'adv' if hasattr(task, 'adv') else 'adversarial'
-  merged = getattr(task, adv_attr)
-  sgd = dict(g_tx=optax.sgd(0.1), d_tx=optax.sgd(0.1))
-  shape = (8, 16, 16, 1) if name in ('dcgan', 'sngan') else (8, 32, 32, 1)
-  results = {}
-  for merge in (True, False):
-    setattr(task, adv_attr, dataclasses.replace(merged, merge_d_passes=merge,
-                                                **sgd))
-    state = task.init(jax.random.key(0))
-    state, m = jax.jit(task.train_step)(state, _images(shape, 1),
-                                        jax.random.key(1), task.consts())
-    results[merge] = (state, m.compute())
-  (s1, m1), (s2, m2) = results[True], results[False]
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4),
-               m1, m2)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(
-      a, b, rtol=1e-4, atol=1e-5), s1, s2)
-  calls = str(jax.make_jaxpr(task.train_step)(
-      task.init(jax.random.key(0)), _images(shape, 1), jax.random.key(1),
-      task.consts())).count('conv_general_dilated')
-  setattr(task, adv_attr, dataclasses.replace(merged, merge_d_passes=True))
-  merged_calls = str(jax.make_jaxpr(task.train_step)(
-      task.init(jax.random.key(0)), _images(shape, 1), jax.random.key(1),
-      task.consts())).count('conv_general_dilated')
-  if name == 'sngan':
-    assert merged_calls == calls
-  else:  # D's forward and backward convolutions once, not twice.
-    assert merged_calls < calls

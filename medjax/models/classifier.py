@@ -55,7 +55,7 @@ def _conv(features: int, kernel: int, stride: int, dtype: Dtype,
 def _bn(train: bool, dtype: Dtype, param_dtype: Dtype, name: str,
         zero_scale: bool = False) -> nn.Module:
   return norm.batch_norm(
-      use_running_average=not train, momentum=norm.MOMENTUM, epsilon=1e-5, dtype=dtype,
+      use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
       param_dtype=param_dtype,
       scale_init=(nn.initializers.zeros if zero_scale
                   else nn.initializers.ones), name=name)

@@ -41,7 +41,7 @@ def batch_norm(train: bool, dtype: Dtype, param_dtype: Dtype, std: float,
   gamma ~ N(1, std), beta = 0, eps 1e-5; torch momentum 0.1 is Flax's 0.9.
   """
   return norm.batch_norm(
-      use_running_average=not train, momentum=norm.MOMENTUM, epsilon=1e-5, dtype=dtype,
+      use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
       param_dtype=param_dtype,
       scale_init=lambda k, s, d: 1.0 + std * jax.random.normal(k, s, d),
       name=name)

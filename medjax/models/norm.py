@@ -39,9 +39,6 @@ import jax.numpy as jnp
 
 Dtype = Any
 MODES = ('flax', 'fused')
-# Every medjax BatchNorm's running-average momentum: torch's default 0.1 in
-# Flax's convention. The adversarial update relies on it (one D pass).
-MOMENTUM = 0.9
 
 
 def mode() -> str:

@@ -104,7 +104,7 @@ def _conv(features: int, kernel: int, stride: int, use_bias: bool,
 def _bn(train: bool, dtype: Dtype, param_dtype: Dtype, name: str
         ) -> nn.Module:
   # Torch momentum 0.1 is Flax momentum 0.9; torch eps 1e-5.
-  return norm.batch_norm(use_running_average=not train, momentum=norm.MOMENTUM,
+  return norm.batch_norm(use_running_average=not train, momentum=0.9,
                       epsilon=1e-5, dtype=dtype, param_dtype=param_dtype,
                       name=name)
 

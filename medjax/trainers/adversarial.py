@@ -7,9 +7,7 @@ update is this one function, parameterised by closures and the `gan.*`
 options:
 
 * G runs once in train mode (`g_forward`); its VJP is kept.
-* D sees the real and the (stopped) fake batch in two passes (one call,
-  vmapped over the pair, where D keeps only BatchNorm statistics: see
-  `update`), with
+* D sees the real and the (stopped) fake batch in two passes, with
   `gan.loss`, optional WGAN-GP (`gan.gp_weight`) and R1 (`gan.r1_gamma`)
   penalties and the task's extra D terms (StarGAN's domain loss), and is
   updated.
@@ -44,7 +42,6 @@ import optax
 from medjax import augment
 from medjax import ema
 from medjax import losses
-from medjax.models import norm
 
 PyTree = Any
 # (d_params, d_stats, x, paired) -> ((logits, aux), new d_stats); `aux` is any
@@ -108,8 +105,6 @@ class Adversarial:
     ema_decay: G weight EMA decay, 0 = off.
     d_steps: D updates per G update.
     adversarial_weight: weight of the adversarial term in the G loss.
-    merge_d_passes: run D's real and fake passes as one call where that is
-      the same computation (see `update`); False: always two calls.
   """
   g_tx: optax.GradientTransformation
   d_tx: optax.GradientTransformation
@@ -120,7 +115,6 @@ class Adversarial:
   ema_decay: float = 0.0
   d_steps: int = 1
   adversarial_weight: float = 1.0
-  merge_d_passes: bool = True
 
   def __post_init__(self):
     losses.get_adversarial(self.loss)  # Fail at set-up on a typo.
@@ -235,42 +229,11 @@ class Adversarial:
       return d_apply(d_params, d_stats, self._augment(x, key),
                      self._augment(paired, key))
 
-    def two_passes(d_params):
+    def d_objective(d_params):
       (real_logits, real_aux), d_stats = d_pass(d_params, state.d_stats, real,
                                                 k_real)
       (fake_logits, fake_aux), d_stats = d_pass(
           d_params, d_stats, jax.lax.stop_gradient(fake), k_fake)
-      return real_logits, real_aux, fake_logits, fake_aux, d_stats
-
-    def one_call(d_params):
-      # D vmapped over [real, fake]: each half gets its own BatchNorm
-      # statistics, as in two calls, and each convolution runs once on both
-      # (fewer kernels and launches on a GPU). The running statistics come
-      # back as each half's update of the old ones, m_h = a m0 + (1 - a) mu_h;
-      # two calls in a row give a m_real + (1 - a) mu_fake
-      # = a m_real + m_fake - a m0.
-      images = jnp.stack([self._augment(real, k_real), self._augment(
-          jax.lax.stop_gradient(fake), k_fake)])
-      paired2 = None if paired is None else jnp.stack(
-          [self._augment(paired, k_real), self._augment(paired, k_fake)])
-      (logits, aux), stats = jax.vmap(
-          lambda x, p: d_apply(d_params, state.d_stats, x, p),
-          in_axes=(0, None if paired is None else 0))(images, paired2)
-      a = norm.MOMENTUM
-      d_stats = jax.tree.map(lambda m0, m: a * m[0] + m[1] - a * m0,
-                             state.d_stats, stats)
-      half = lambda i: jax.tree.map(lambda v: v[i], aux)
-      return logits[0], half(0), logits[1], half(1), d_stats
-
-    # One call is the same computation only if D's collections are all
-    # BatchNorm statistics (spectral-norm vectors update per call).
-    merge = self.merge_d_passes and all(
-        getattr(path[-1], 'key', None) in ('mean', 'var') for path, _ in
-        jax.tree_util.tree_flatten_with_path(state.d_stats)[0])
-
-    def d_objective(d_params):
-      real_logits, real_aux, fake_logits, fake_aux, d_stats = (
-          one_call if merge else two_passes)(d_params)
       loss = d_loss_fn(real_logits, fake_logits)
       out = {}
       # Penalties see D in train mode, un-augmented; their batch-statistics
