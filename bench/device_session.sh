@@ -124,6 +124,14 @@ stage dcgan_small medjax.log 90 "${TS[@]}" --config=configs/dcgan_brain.py --bat
 stage dcgan_small_ref reference.log 40 "${REFPY[@]}" --case=dcgan64 --batch_size "${DC_B[0]}" --modes "${MODES[@]}"
 stage srgan_small medjax.log 120 "${TS[@]}" --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
 stage srgan_small_ref reference.log 50 "${REFPY[@]}" --case=srgan_x4_96 --batch_size "${SR_B[0]}" --modes "${MODES[@]}"
+# D's real and fake passes as two calls (gan.one_d_call=False, the reference's
+# way and medjax's before 2026-11-26) against the one call on [real; fake]
+# that the stages above timed: the H100 program has 14 (DCGAN) and 23
+# (SRGAN) fewer convolution launches per step (bench/gpu_hlo.py).
+stage two_d_calls medjax.log 60 "${TS[@]}" --dtypes float32 --config.gan.one_d_call=False \
+  --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
+stage two_d_calls_dcgan medjax.log 40 "${TS[@]}" --dtypes float32 --config.gan.one_d_call=False \
+  --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}"
 # medjax.models.norm.BatchNorm (MEDJAX_BATCHNORM=fused) against nn.BatchNorm,
 # the default the two stages above timed: its statistics and their backward
 # pass are one reduction each; the H100 program has 16-19% fewer kernels per

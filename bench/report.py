@@ -84,7 +84,8 @@ def _sorted(groups: dict) -> list:
 def _workload(r: Row) -> str | None:
   """The reference's case name of a medjax row; a train step timed with
   its conv forms forced (`conv_forms` 'on'/'off'), its BatchNorm layers
-  medjax's fused ones (`batchnorm` 'fused'), its state packed
+  medjax's fused ones (`batchnorm` 'fused'), its D passes two calls
+  (`one_d_call` False), its state packed
   (`pack_state`), its kernels stored OHWI (`state_kernel_layout`) or under
   XLA_FLAGS is a variant of it, e.g. 'dcgan64
   (conv forms on)' or 'dcgan64 (XLA_FLAGS --xla_gpu_autotune_level=0)',
@@ -96,6 +97,8 @@ def _workload(r: Row) -> str | None:
     forms = r.get('conv_forms', 'auto')
     if forms != 'auto':
       name += f' (conv forms {forms})'
+    if not r.get('one_d_call', True):
+      name += ' (two D calls)'
     if r.get('batchnorm', 'flax') != 'flax':
       name += f" (BatchNorm {r['batchnorm']})"
     if r.get('pack_state'):

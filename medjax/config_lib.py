@@ -185,6 +185,9 @@ def base_config() -> ml_collections.ConfigDict:
       diffaugment='',  # DiffAugment policy, e.g. 'color,translation,cutout'.
       ema_decay=0.0,  # EMA of G's weights for sampling, e.g. 0.999; 0 = off.
       d_steps=1,  # D updates per G update.
+      # D's real and fake passes as one call where that is the same
+      # computation (BatchNorm-only D, no labels); False: two calls.
+      one_d_call=True,
       # Network-free evaluation every eval_every_steps (TensorBoard val/*):
       # SWD (x1e3) of eval_num_samples generated vs as many eval_split
       # images, and MS-SSIM diversity of both. '' = off.

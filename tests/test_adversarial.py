@@ -1,6 +1,8 @@
 """The shared adversarial update: its gradient, paired augmentation, and the
 `gan.*` options on SRGAN, Pix2Pix and StarGAN."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +13,8 @@ from medjax import losses
 from medjax import trainers
 from medjax.trainers import adversarial
 from tests.conftest import tiny_config
+from tests.test_gan_options import _CDCGAN
+from tests.test_gan_options import _SNGAN
 from tests.test_gan_options import _STARGAN
 from tests.test_sr import _PIX2PIX, _TINY_SR
 
@@ -126,3 +130,48 @@ def test_gan_options_apply_to_every_adversarial_task(tmp_path, name):
     assert task.evaluate(broken, images) == task.evaluate(s2, images)
     assert (task.evaluate(broken.replace(g_ema=None), images)
             != task.evaluate(s2, images))
+
+
+@pytest.mark.parametrize('name', ['dcgan', 'srgan', 'pix2pix', 'sngan',
+                                  'cdcgan'])
+def test_one_d_call_is_the_two_passes(tmp_path, name):
+  """D on [real; fake] in one call (each half its own BatchNorm statistics,
+  norm.batch_groups) gives the two passes' losses, state and running
+  statistics to float rounding, with DiffAugment and R1 on, and launches
+  each D convolution once; spectral-norm (SNGAN) and label-conditioned
+  (cDCGAN) discriminators keep two calls. Plain SGD, so an update is the
+  gradient (Adam's first step moves every weight by ~lr)."""
+  overrides = {
+      'dcgan': {},
+      'srgan': {'model.name': 'srgan', **_TINY_SR, 'sr.content_loss': 'mse'},
+      'pix2pix': {**_TINY_SR, **_PIX2PIX},
+      'sngan': _SNGAN, 'cdcgan': _CDCGAN}[name]
+  config = tiny_config(str(tmp_path), **{
+      **overrides, 'gan.r1_gamma': 1.0, 'gan.diffaugment': 'translation'})
+  task = trainers.get_task(config)
+  attr = 'adv' if hasattr(task, 'adv') else 'adversarial'
+  default = getattr(task, attr)
+  assert default.merge_d_passes
+  shape = (8, 32, 32, 1) if name in ('srgan', 'pix2pix') else (8, 16, 16, 1)
+  batch = _images(shape, 1, labels=name == 'cdcgan')
+  results, convs = {}, {}
+  for merge in (True, False):
+    setattr(task, attr, dataclasses.replace(
+        default, merge_d_passes=merge, g_tx=optax.sgd(0.1),
+        d_tx=optax.sgd(0.1)))
+    state = task.init(jax.random.key(0))
+    convs[merge] = str(jax.make_jaxpr(task.train_step)(
+        state, batch, jax.random.key(1), task.consts())).count(
+            'conv_general_dilated')
+    state, m = jax.jit(task.train_step)(state, batch, jax.random.key(1),
+                                        task.consts())
+    results[merge] = (state, m.compute())
+  (s1, m1), (s2, m2) = results[True], results[False]
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4),
+               m1, m2)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(
+      a, b, rtol=1e-4, atol=1e-5), s1, s2)
+  if name in ('sngan', 'cdcgan'):
+    assert convs[True] == convs[False]
+  else:
+    assert convs[True] < convs[False]

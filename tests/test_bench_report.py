@@ -237,18 +237,20 @@ def test_rows_of_bench_reference_count_as_the_reference():
 def test_conv_forms_and_packed_variants_are_rows_against_the_same_reference():
   rows = [_torch('dcgan64', 128, 'fp32_eager', 20000.0),
           _train('dcgan', 64, 128, 'float32', 50000.0, conv_forms='auto',
-                 pack_state=False, batchnorm='flax'),
+                 pack_state=False, batchnorm='flax', one_d_call=True),
           _train('dcgan', 64, 128, 'float32', 30000.0, conv_forms='on'),
           _train('dcgan', 64, 128, 'float32', 60000.0, pack_state=True),
           _train('dcgan', 64, 128, 'float32', 70000.0,
                  state_kernel_layout='ohwi'),
-          _train('dcgan', 64, 128, 'float32', 40000.0, batchnorm='fused')]
+          _train('dcgan', 64, 128, 'float32', 40000.0, batchnorm='fused'),
+          _train('dcgan', 64, 128, 'float32', 44000.0, one_d_call=False)]
   steps = [r for r in report.build_report(rows, commit='c', date='d')
            if r['table'] == 'steps']
   assert [(r['workload'], r['ratio_float32']) for r in steps] == [
       ('dcgan64', 2.5), ('dcgan64 (BatchNorm fused)', 2.0),
       ('dcgan64 (conv forms on)', 1.5),
-      ('dcgan64 (kernels OHWI)', 3.5), ('dcgan64 (state packed)', 3.0)]
+      ('dcgan64 (kernels OHWI)', 3.5), ('dcgan64 (state packed)', 3.0),
+      ('dcgan64 (two D calls)', 2.2)]
   assert report._workload({'bench': 'metrics', 'case': 'inception_fid',
                            'fold_bn': True}) == 'inception_fid (BN folded)'
   assert report._workload({'bench': 'metrics', 'case': 'inception_fid',

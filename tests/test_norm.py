@@ -171,3 +171,36 @@ def test_train_steps_match_flax(name, overrides, monkeypatch):
   # batch before the update: equal to rounding).
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=5e-4),
                states['fused'], states['flax'])
+
+
+@pytest.mark.parametrize('mode', ['flax', 'fused'])
+def test_batch_groups_are_separate_calls(mode, monkeypatch):
+  """Inside `batch_groups(2)`, one call on [a; b] is a call on a, then one
+  on b: outputs, gradients and the running statistics (to rounding)."""
+  monkeypatch.setenv('MEDJAX_BATCHNORM', mode)
+  a = jax.random.normal(jax.random.key(1), (4, 3, 3, 8)) * 2 + 1
+  b = jax.random.normal(jax.random.key(2), (4, 3, 3, 8)) * 0.5 - 1
+  w = jax.random.normal(jax.random.key(3), (8, 3, 3, 8))
+  layer = norm.batch_norm(use_running_average=False, momentum=0.9, name='bn')
+  v = layer.init(jax.random.key(0), a)
+
+  def apart(params):
+    y1, u1 = layer.apply({**v, 'params': params}, a, mutable=['batch_stats'])
+    y2, u2 = layer.apply({**v, **u1, 'params': params}, b,
+                         mutable=['batch_stats'])
+    return jnp.sum(jnp.concatenate([y1, y2]) * w), u2
+
+  def together(params):
+    with norm.batch_groups(2):
+      module = norm.batch_norm(use_running_average=False, momentum=0.9,
+                               name='bn')
+      y, u = module.apply({**v, 'params': params},
+                          jnp.concatenate([a, b]), mutable=['batch_stats'])
+    return jnp.sum(y * w), u
+  (l1, u1), g1 = jax.value_and_grad(apart, has_aux=True)(v['params'])
+  (l2, u2), g2 = jax.value_and_grad(together, has_aux=True)(v['params'])
+  np.testing.assert_allclose(l2, l1, rtol=1e-5)
+  for x, y in zip(jax.tree.leaves((u2, g2)), jax.tree.leaves((u1, g1))):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+  with norm.batch_groups(3), pytest.raises(ValueError, match='divide'):
+    norm.batch_norm(momentum=0.9).init(jax.random.key(0), a)

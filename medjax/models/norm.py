@@ -29,6 +29,8 @@ bench/train_step.py --batchnorm). Both have the same variables.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import os
 from typing import Any, Callable
@@ -100,15 +102,49 @@ def _train_norm_bwd(epsilon, dtype, res, cts):
 _train_norm.defvjp(_train_norm_fwd, _train_norm_bwd)
 
 
+def _plain_train_norm(x, scale, bias, epsilon: float, dtype):
+  """`_train_norm` as nn.BatchNorm computes it (two reductions, autodiff)."""
+  xf = x.astype(jnp.float32)
+  axes = tuple(range(x.ndim - 1))
+  mean, mean2 = xf.mean(axes), (xf * xf).mean(axes)
+  var = jnp.maximum(0.0, mean2 - mean * mean)
+  y = _affine(xf, mean, var, scale.astype(jnp.float32),
+              bias.astype(jnp.float32), epsilon)
+  return y.astype(dtype), mean, var
+
+
+_GROUPS = contextvars.ContextVar('medjax_batch_norm_groups', default=1)
+
+
+@contextlib.contextmanager
+def batch_groups(groups: int):
+  """Within it, a model's training BatchNorms treat the batch as `groups`
+  equal consecutive parts, each with its own statistics, the running
+  averages updated part after part: one call on [a; b] is two calls, on a
+  then on b (read when the model is traced).
+
+  Args:
+    groups: how many parts (the batch must divide by it).
+  """
+  token = _GROUPS.set(int(groups))
+  try:
+    yield
+  finally:
+    _GROUPS.reset(token)
+
+
 def batch_norm(**kwargs) -> nn.Module:
-  """The models' BatchNorm layer: `BatchNorm` or nn.BatchNorm (the same
-  variables), as `mode()` says.
+  """The models' BatchNorm layer: nn.BatchNorm, or `BatchNorm` (the same
+  variables) with MEDJAX_BATCHNORM=fused or inside `batch_groups`.
 
   Args:
     **kwargs: `BatchNorm`'s attributes (and `name`); nn.BatchNorm takes the
       same ones.
   """
-  return (BatchNorm if mode() == 'fused' else nn.BatchNorm)(**kwargs)
+  fused = mode() == 'fused'
+  if not fused and _GROUPS.get() == 1:
+    return nn.BatchNorm(**kwargs)
+  return BatchNorm(fused=fused, **kwargs)
 
 
 class BatchNorm(nn.Module):
@@ -122,6 +158,8 @@ class BatchNorm(nn.Module):
     dtype: output dtype (default: x's and the params' promoted type).
     param_dtype: dtype of `scale` and `bias`.
     scale_init, bias_init: initialisers of `scale` and `bias`.
+    fused: statistics and their backward pass one reduction each (module
+      doc); False: nn.BatchNorm's computation.
   """
   use_running_average: bool = False
   momentum: float = 0.99
@@ -130,6 +168,7 @@ class BatchNorm(nn.Module):
   param_dtype: Dtype = jnp.float32
   scale_init: Callable[..., jax.Array] = nn.initializers.ones
   bias_init: Callable[..., jax.Array] = nn.initializers.zeros
+  fused: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -147,10 +186,23 @@ class BatchNorm(nn.Module):
                   scale.astype(jnp.float32), bias.astype(jnp.float32),
                   self.epsilon)
       return y.astype(dtype)
-    y, mean, var = _train_norm(x, scale, bias, float(self.epsilon),
-                               jnp.dtype(dtype))
+    fn = _train_norm if self.fused else _plain_train_norm
+    norm_fn = lambda x: fn(x, scale, bias, float(self.epsilon),
+                           jnp.dtype(dtype))
+    groups = _GROUPS.get()
+    if groups == 1:
+      y, mean, var = norm_fn(x)
+      mean, var = mean[None], var[None]
+    else:
+      if x.shape[0] % groups:
+        raise ValueError(f'batch {x.shape[0]} does not divide into {groups} '
+                         'BatchNorm groups')
+      y, mean, var = jax.vmap(norm_fn)(
+          x.reshape((groups, -1) + x.shape[1:]))
+      y = y.reshape(x.shape)
     if not self.is_initializing():
       m = self.momentum
-      ra_mean.value = m * ra_mean.value + (1 - m) * mean
-      ra_var.value = m * ra_var.value + (1 - m) * var
+      for g in range(groups):  # Part after part, as separate calls.
+        ra_mean.value = m * ra_mean.value + (1 - m) * mean[g]
+        ra_var.value = m * ra_var.value + (1 - m) * var[g]
     return y

@@ -7,7 +7,9 @@ update is this one function, parameterised by closures and the `gan.*`
 options:
 
 * G runs once in train mode (`g_forward`); its VJP is kept.
-* D sees the real and the (stopped) fake batch in two passes, with
+* D sees the real and the (stopped) fake batch in two passes (one call on
+  both, each half with its own BatchNorm statistics, where that is the same
+  computation: see `update`), with
   `gan.loss`, optional WGAN-GP (`gan.gp_weight`) and R1 (`gan.r1_gamma`)
   penalties and the task's extra D terms (StarGAN's domain loss), and is
   updated.
@@ -42,6 +44,7 @@ import optax
 from medjax import augment
 from medjax import ema
 from medjax import losses
+from medjax.models import norm
 
 PyTree = Any
 # (d_params, d_stats, x, paired) -> ((logits, aux), new d_stats); `aux` is any
@@ -105,6 +108,9 @@ class Adversarial:
     ema_decay: G weight EMA decay, 0 = off.
     d_steps: D updates per G update.
     adversarial_weight: weight of the adversarial term in the G loss.
+    merge_d_passes: `gan.one_d_call`: let `update` run D's real and fake
+      passes as one call where the task allows it (`one_d_call`); False:
+      always two.
   """
   g_tx: optax.GradientTransformation
   d_tx: optax.GradientTransformation
@@ -115,6 +121,7 @@ class Adversarial:
   ema_decay: float = 0.0
   d_steps: int = 1
   adversarial_weight: float = 1.0
+  merge_d_passes: bool = True
 
   def __post_init__(self):
     losses.get_adversarial(self.loss)  # Fail at set-up on a typo.
@@ -138,7 +145,8 @@ class Adversarial:
     return cls(g_tx=g_tx, d_tx=d_tx, loss=g.loss, diffaugment=g.diffaugment,
                gp_weight=g.gp_weight, r1_gamma=g.r1_gamma,
                ema_decay=g.ema_decay, d_steps=g.d_steps,
-               adversarial_weight=adversarial_weight)
+               adversarial_weight=adversarial_weight,
+               merge_d_passes=g.one_d_call)
 
   def init_state(self, g_vars: PyTree, d_vars: PyTree) -> GANState:
     """A fresh `GANState` from the models' initial variables."""
@@ -197,6 +205,7 @@ class Adversarial:
       d_extra: Callable[[Any, Any], tuple[jax.Array, dict]] | None = None,
       g_extra: Callable[[jax.Array, Any, PyTree],
                         tuple[jax.Array, dict]] | None = None,
+      one_d_call: bool = False,
   ) -> tuple[GANState, dict[str, jax.Array]]:
     """One D update, then a G update on every `d_steps`-th call.
 
@@ -213,6 +222,13 @@ class Adversarial:
         scalar} outputs).
       g_extra: (fake, aux of fake, g_params) -> (loss added to G's, {name:
         scalar} outputs); may depend on g_params directly.
+      one_d_call: D may see real and fake as one batch [real; fake] (its
+        inputs besides `paired` do not depend on the batch: no class labels)
+        inside `norm.batch_groups(2)`, so that each half keeps its own
+        BatchNorm statistics and running averages update real then fake, as
+        in two calls; each D convolution then launches once, not twice. Done
+        only where D's collections are all BatchNorm statistics (not
+        spectral-norm vectors, which update per call).
 
     Returns:
       The new state and the step's outputs for the task's clu metrics:
@@ -229,11 +245,33 @@ class Adversarial:
       return d_apply(d_params, d_stats, self._augment(x, key),
                      self._augment(paired, key))
 
-    def d_objective(d_params):
+    def two_passes(d_params):
       (real_logits, real_aux), d_stats = d_pass(d_params, state.d_stats, real,
                                                 k_real)
       (fake_logits, fake_aux), d_stats = d_pass(
           d_params, d_stats, jax.lax.stop_gradient(fake), k_fake)
+      return real_logits, real_aux, fake_logits, fake_aux, d_stats
+
+    def one_call(d_params):
+      both = lambda a, b: None if a is None else jnp.concatenate([a, b])
+      with norm.batch_groups(2):
+        (logits, aux), d_stats = d_apply(
+            d_params, state.d_stats,
+            both(self._augment(real, k_real),
+                 self._augment(jax.lax.stop_gradient(fake), k_fake)),
+            both(self._augment(paired, k_real),
+                 self._augment(paired, k_fake)))
+      n = real.shape[0]
+      half = lambda i: jax.tree.map(lambda v: v[i * n:(i + 1) * n], aux)
+      return logits[:n], half(0), logits[n:], half(1), d_stats
+
+    merge = self.merge_d_passes and one_d_call and all(
+        getattr(path[-1], 'key', None) in ('mean', 'var') for path, _ in
+        jax.tree_util.tree_flatten_with_path(state.d_stats)[0])
+
+    def d_objective(d_params):
+      real_logits, real_aux, fake_logits, fake_aux, d_stats = (
+          one_call if merge else two_passes)(d_params)
       loss = d_loss_fn(real_logits, fake_logits)
       out = {}
       # Penalties see D in train mode, un-augmented; their batch-statistics

@@ -188,7 +188,8 @@ class GANTask:
       return (logits, None), upd.get('batch_stats', {})
 
     new_state, outputs = self.adversarial.update(
-        state, real=real, g_forward=g_forward, d_apply=d_apply, rng=rng)
+        state, real=real, g_forward=g_forward, d_apply=d_apply, rng=rng,
+        one_d_call=not self.conditional)  # Labels index the real batch.
     return new_state, self.metrics.single_from_model_output(**outputs)
 
   def sampling_params(self, state: GANState) -> PyTree:

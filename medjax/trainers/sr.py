@@ -299,7 +299,8 @@ class SRTask:
 
     new, outputs = self.adv.update(
         state, real=hr, g_forward=g_forward, d_apply=d_apply, rng=adv_rng,
-        paired=lr if self.paired_d else None, g_extra=g_extra)
+        paired=lr if self.paired_d else None, g_extra=g_extra,
+        one_d_call=True)
     return new, self.adv_metrics.single_from_model_output(**outputs)
 
   # --- Inference, validation, panels -----------------------------------------
