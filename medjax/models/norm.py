@@ -25,6 +25,11 @@ BatchNorm layers with `batch_norm`, which gives nn.BatchNorm itself unless
 the environment variable MEDJAX_BATCHNORM (read when a model is traced) is
 'fused' ('flax', the default, until a GPU session times both:
 bench/train_step.py --batchnorm). Both have the same variables.
+
+`batch_groups(n)` makes the training BatchNorms built inside it treat the
+batch as n consecutive parts with their own statistics (this module, in
+either computation), so that one call on [a; b] is two calls, on a then on
+b: the adversarial update runs D once on [real; fake] that way.
 """
 
 from __future__ import annotations
