@@ -130,6 +130,7 @@ def measure(config, batch_size: int, steps: int, warmup: int,
       'dtype': config.model.dtype, 'pack_state': pack_state,
       'state_kernel_layout': config.state_kernel_layout,
       'one_d_call': config.gan.one_d_call,
+      'batchnorm': norm.mode(),  # MEDJAX_BATCHNORM, read when traced.
       'state_arrays': len(jax.tree.leaves(state)),
       'images_per_s': batch_size / step_s,
       'step_ms': 1e3 * step_s, 'host_loop_ms': 1e3 * loop_s,
@@ -189,7 +190,6 @@ def main(argv=None):
         row = measure(config, batch_size, args.steps, args.warmup,
                       profile_dir=profile_dir, pack_state=pack == 'on')
         row['conv_forms'] = forms
-        row['batchnorm'] = bn
         row['conv_forms_used'] = conv.forms_rule()  # 'cpu', 'gpu' or None.
         print(json.dumps(row), flush=True)
         rows.append(row)

@@ -74,12 +74,19 @@ def _train_norm(x, scale, bias, epsilon: float, dtype):
   return _train_norm_fwd(x, scale, bias, epsilon, dtype)[0]
 
 
-def _train_norm_fwd(x, scale, bias, epsilon, dtype):
+def _normalize(x, scale, bias, epsilon: float, dtype, stats):
+  """(y, mean, var): x normalised with `stats`(float32 x, axes), in
+  `dtype`."""
   xf = x.astype(jnp.float32)
-  mean, var = _stats(xf, tuple(range(x.ndim - 1)))
+  mean, var = stats(xf, tuple(range(x.ndim - 1)))
   y = _affine(xf, mean, var, scale.astype(jnp.float32),
               bias.astype(jnp.float32), epsilon)
-  return (y.astype(dtype), mean, var), (x, mean, var, scale, bias)
+  return y.astype(dtype), mean, var
+
+
+def _train_norm_fwd(x, scale, bias, epsilon, dtype):
+  y, mean, var = _normalize(x, scale, bias, epsilon, dtype, _stats)
+  return (y, mean, var), (x, mean, var, scale, bias)
 
 
 def _train_norm_bwd(epsilon, dtype, res, cts):
@@ -107,15 +114,16 @@ def _train_norm_bwd(epsilon, dtype, res, cts):
 _train_norm.defvjp(_train_norm_fwd, _train_norm_bwd)
 
 
+def _plain_stats(xf: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array,
+                                                               jax.Array]:
+  """`_stats` as nn.BatchNorm takes them: two reductions."""
+  mean, mean2 = xf.mean(axes), (xf * xf).mean(axes)
+  return mean, jnp.maximum(0.0, mean2 - mean * mean)
+
+
 def _plain_train_norm(x, scale, bias, epsilon: float, dtype):
   """`_train_norm` as nn.BatchNorm computes it (two reductions, autodiff)."""
-  xf = x.astype(jnp.float32)
-  axes = tuple(range(x.ndim - 1))
-  mean, mean2 = xf.mean(axes), (xf * xf).mean(axes)
-  var = jnp.maximum(0.0, mean2 - mean * mean)
-  y = _affine(xf, mean, var, scale.astype(jnp.float32),
-              bias.astype(jnp.float32), epsilon)
-  return y.astype(dtype), mean, var
+  return _normalize(x, scale, bias, epsilon, dtype, _plain_stats)
 
 
 _GROUPS = contextvars.ContextVar('medjax_batch_norm_groups', default=1)
