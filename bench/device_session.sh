@@ -124,6 +124,16 @@ stage dcgan_small medjax.log 90 "${TS[@]}" --config=configs/dcgan_brain.py --bat
 stage dcgan_small_ref reference.log 40 "${REFPY[@]}" --case=dcgan64 --batch_size "${DC_B[0]}" --modes "${MODES[@]}"
 stage srgan_small medjax.log 120 "${TS[@]}" --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
 stage srgan_small_ref reference.log 50 "${REFPY[@]}" --case=srgan_x4_96 --batch_size "${SR_B[0]}" --modes "${MODES[@]}"
+# Convolutions as products of their patches where those fit 32 MB
+# (MEDJAX_CONV_FORMS=gemm, medjax/models/conv.py): Triton GEMMs, which XLA
+# puts into its CUDA graphs with the kernels around them, instead of cuDNN
+# calls it launches one by one. H100 program (bench/gpu_hlo.py): SRGAN b16
+# 438 -> 144 host launches per step (bf16 450 -> 96), DCGAN b128 97 -> 60
+# (bf16 95 -> 43). Against the two stages above; the large batches later.
+stage convs_gemm medjax.log 100 "${TS[@]}" --conv_forms gemm \
+  --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
+stage convs_gemm_dcgan medjax.log 60 "${TS[@]}" --conv_forms gemm \
+  --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}"
 # D's real and fake passes as two calls (gan.one_d_call=False, the reference's
 # way and medjax's before 2026-11-26) against the one call on [real; fake]
 # that the stages above timed: the H100 program has 14 (DCGAN) and 23
@@ -202,6 +212,10 @@ stage dcgan_large medjax.log 90 "${TS[@]}" --config=configs/dcgan_brain.py --bat
 stage dcgan_large_ref reference.log 40 "${REFPY[@]}" --case=dcgan64 --batch_size "${DC_B[@]:1}" --modes "${MODES[@]}"
 stage srgan_large medjax.log 120 "${TS[@]}" --config=configs/srgan_brain.py --batch_size "${SR_B[@]:1}"
 stage srgan_large_ref reference.log 50 "${REFPY[@]}" --case=srgan_x4_96 --batch_size "${SR_B[@]:1}" --modes "${MODES[@]}"
+stage convs_gemm_large medjax.log 100 "${TS[@]}" --conv_forms gemm \
+  --config=configs/srgan_brain.py --batch_size "${SR_B[@]:1}"
+stage convs_gemm_dcgan_large medjax.log 60 "${TS[@]}" --conv_forms gemm \
+  --config=configs/dcgan_brain.py --batch_size "${DC_B[@]:1}"
 # Slowest for PyTorch to compile, so late: Inception under torch.compile.
 stage inception_ref reference.log 120 "${REFPY[@]}" --case=inception_fid --batch_size $INC_B --modes "${INC_MODES[@]}"
 # medjax's conv forms (medjax/models/conv.py): plain lax and the CPU rule

@@ -265,9 +265,11 @@ def main(argv=None):
                       default=['flax'],
                       help="train steps' BatchNorm layers: see "
                            'train_step.py')
-  parser.add_argument('--conv_forms', default='gpu', choices=('gpu', 'off'),
-                      help="medjax.models.conv's rule to compile with: "
-                           "'gpu' (what a GPU run uses) or 'off'")
+  parser.add_argument('--conv_forms', nargs='+', default=['gpu'],
+                      choices=('gpu', 'gemm', 'off'),
+                      help="medjax.models.conv's rules to compile with: "
+                           "'gpu' (what a GPU run uses), 'gemm' "
+                           "(MEDJAX_CONV_FORMS=gemm) or 'off'")
   parser.add_argument('--target_config', default=TARGET)
   parser.add_argument('--xla_options', nargs='*', default=[],
                       metavar='NAME=VALUE',
@@ -277,31 +279,32 @@ def main(argv=None):
   args = parser.parse_args(argv)
   options = dict(o.split('=', 1) for o in args.xla_options)
   sharding = jax.sharding.SingleDeviceSharding(gpu_device(args.target_config))
-  # The rule is read when tracing; here the default backend is the CPU.
-  conv.forms_rule = lambda: None if args.conv_forms == 'off' else 'gpu'
   rows = []
-  for spec in args.workloads:
+  for spec, forms, dtype in itertools.product(args.workloads, args.conv_forms,
+                                              args.dtypes):
     name, batch = spec.split(':')
-    for dtype in args.dtypes:
-      if name == 'inception':
-        for fold in args.inception_fold_bn:
-          jitted, a = inception_program(int(batch), dtype, fold == 'on',
-                                        sharding)
-          rows.append(measure(name, jitted, a, options, batch=int(batch),
-                              dtype=dtype, fold_bn=fold == 'on'))
-          print(json.dumps(rows[-1]), flush=True)
-        continue
-      for bn, pack, layout in itertools.product(
-          args.batchnorm, args.pack_state, args.state_kernel_layout):
-        os.environ['MEDJAX_BATCHNORM'] = bn  # Read when the step is traced.
-        jitted, a = train_program(name, int(batch), dtype, pack == 'on',
-                                  sharding, layout)
+    # The rule is read when tracing; here the default backend is the CPU.
+    conv.forms_rule = lambda forms=forms: None if forms == 'off' else forms
+    if name == 'inception':
+      for fold in args.inception_fold_bn:
+        jitted, a = inception_program(int(batch), dtype, fold == 'on',
+                                      sharding)
         rows.append(measure(name, jitted, a, options, batch=int(batch),
-                            dtype=dtype, batchnorm=bn,
-                            pack_state=pack == 'on',
-                            state_kernel_layout=layout))
+                            dtype=dtype, conv_forms=forms,
+                            fold_bn=fold == 'on'))
         print(json.dumps(rows[-1]), flush=True)
-  print(f'\nTarget: {args.target_config}; conv forms: {args.conv_forms}; '
+      continue
+    for bn, pack, layout in itertools.product(
+        args.batchnorm, args.pack_state, args.state_kernel_layout):
+      os.environ['MEDJAX_BATCHNORM'] = bn  # Read when the step is traced.
+      jitted, a = train_program(name, int(batch), dtype, pack == 'on',
+                                sharding, layout)
+      rows.append(measure(name, jitted, a, options, batch=int(batch),
+                          dtype=dtype, conv_forms=forms, batchnorm=bn,
+                          pack_state=pack == 'on',
+                          state_kernel_layout=layout))
+      print(json.dumps(rows[-1]), flush=True)
+  print(f'\nTarget: {args.target_config}; '
         f'XLA options: {options or "-"}.\n\n'
         '| workload | batch | dtype | variant | kernels | cuDNN convs | '
         'fusions | copies | launches (CUDA graphs; kernels in them) | '
@@ -309,7 +312,9 @@ def main(argv=None):
   for r in rows:
     c = r['census']
     variant = ', '.join(
-        v for v, on in (('BN folded', r.get('fold_bn')),
+        v for v, on in (('convs as GEMMs', r['conv_forms'] == 'gemm'),
+                        ('conv forms off', r['conv_forms'] == 'off'),
+                        ('BN folded', r.get('fold_bn')),
                         ('BatchNorm fused', r.get('batchnorm') == 'fused'),
                         ('state packed', r.get('pack_state')),
                         ('kernels OHWI',

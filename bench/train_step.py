@@ -152,8 +152,10 @@ def main(argv=None):
                       default=['auto'],
                       help="medjax.models.conv's equivalent convolution "
                            "forms: 'auto' (the backend's rule), 'on' (the "
-                           "CPU rule anywhere), 'off' (plain lax); several "
-                           'are timed one after the other')
+                           "CPU rule anywhere), 'off' (plain lax), 'gemm' "
+                           '(convolutions as patch products up to '
+                           'MEDJAX_CONV_GEMM_MB); several are timed one '
+                           'after the other')
   parser.add_argument('--batchnorm', nargs='+', choices=norm.MODES,
                       default=['flax'],
                       help="BatchNorm layers (MEDJAX_BATCHNORM): 'flax' "
@@ -191,6 +193,8 @@ def main(argv=None):
                       profile_dir=profile_dir, pack_state=pack == 'on')
         row['conv_forms'] = forms
         row['conv_forms_used'] = conv.forms_rule()  # 'cpu', 'gpu' or None.
+        if forms == 'gemm':
+          row['conv_gemm_mb'] = conv.gemm_max_bytes() / 2**20
         print(json.dumps(row), flush=True)
         rows.append(row)
   print('\n| model | size | batch | dtype | conv forms | BatchNorm | '

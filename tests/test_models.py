@@ -257,11 +257,73 @@ def test_conv_forms_switch(monkeypatch):
     results[choice] = jax.grad(loss, (0, 1))(x, w)
   for a, b in zip(results['on'], results['off']):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+  monkeypatch.setenv('MEDJAX_CONV_FORMS', 'gemm')
+  assert conv.forms_rule() == 'gemm'
   monkeypatch.setenv('MEDJAX_CONV_FORMS', 'auto')
   assert conv.forms_rule() == 'cpu'  # The tests run on the CPU.
   monkeypatch.setenv('MEDJAX_CONV_FORMS', 'fast')
   with pytest.raises(ValueError, match='MEDJAX_CONV_FORMS'):
     conv.forms_rule()
+
+
+@pytest.mark.parametrize('h,k,s,pad,d,cin,cout', [
+    (9, 3, 1, ((1, 1), (1, 1)), 1, 3, 5), (10, 4, 2, ((1, 1), (1, 1)), 1, 3, 5),
+    (11, 3, 2, ((0, 2), (0, 2)), 1, 4, 2), (4, 4, 1, ((2, 2), (2, 2)), 2, 8, 4),
+    (5, 6, 1, ((3, 4), (3, 4)), 3, 3, 4), (7, 1, 1, 'SAME', 1, 4, 6),
+    (8, 9, 1, 'SAME', 1, 4, 3), (4, 4, 1, 'VALID', 1, 6, 1),
+    (4, 4, 1, ((2, 2), (2, 2)), 2, 5, 1)])
+def test_gemm_form_equals_xla(h, k, s, pad, d, cin, cout, monkeypatch):
+  """MEDJAX_CONV_FORMS=gemm: strided, transposed, 1x1, 9x9 and unpadded
+  convolutions as products of their patches, with no convolution left; same
+  values, gradients and second-order gradients (R1) as XLA's."""
+  monkeypatch.setenv('MEDJAX_CONV_FORMS', 'gemm')
+  x = jax.random.normal(jax.random.key(0), (2, h, h + 1, cin))
+  w = jax.random.normal(jax.random.key(1), (k, k, cin, cout))
+  dn = ('NHWC', 'HWIO', 'NHWC')
+
+  def loss(fn):
+    return lambda x, w: (fn(x, w, (s, s), pad, lhs_dilation=(d, d),
+                            dimension_numbers=dn) ** 2).sum()
+
+  def r1(fn):  # The squared input gradient, differentiated again.
+    return lambda x, w: (jax.grad(loss(fn))(x, w) ** 2).sum()
+
+  for f in (loss, r1):
+    want = jax.value_and_grad(f(lax.conv_general_dilated), (0, 1))(x, w)
+    got = jax.value_and_grad(f(conv.conv_general_dilated), (0, 1))(x, w)
+    for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+      np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * np.abs(a).max())
+  assert 'conv_general_dilated' not in str(
+      jax.make_jaxpr(jax.grad(loss(conv.conv_general_dilated), (0, 1)))(x, w))
+
+
+def test_gemm_form_only_below_its_bound(monkeypatch):
+  """Patches over MEDJAX_CONV_GEMM_MB stay cuDNN convolutions (the 'gpu'
+  rule); the bound counts batch, output pixels, taps, channels and bytes."""
+  monkeypatch.setenv('MEDJAX_CONV_FORMS', 'gemm')
+  x = jnp.zeros((2, 8, 8, 4), jnp.bfloat16)
+  w = jnp.zeros((3, 3, 4, 4), jnp.bfloat16)
+  patches_mb = 2 * 8 * 8 * 9 * 4 * 2 / 2**20  # SAME: 8x8 outputs.
+
+  def convolutions(bound_mb):
+    monkeypatch.setenv('MEDJAX_CONV_GEMM_MB', str(bound_mb))
+    return str(jax.make_jaxpr(lambda x: conv.conv_general_dilated(
+        x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')))(
+            x)).count('conv_general_dilated')
+  assert convolutions(patches_mb) == 0
+  assert convolutions(patches_mb * 0.99) == 1
+  monkeypatch.delenv('MEDJAX_CONV_GEMM_MB')
+  assert conv.gemm_max_bytes() == conv.GEMM_MAX_BYTES
+
+
+def test_gemm_rule_reaches_every_convolution_of_a_step(monkeypatch):
+  """With the bound out of the way, DCGAN's and SRGAN's train steps (D, G,
+  VGG19 content loss) have no convolution left: each goes through
+  `conv.conv_general_dilated` in a form the 'gemm' rule takes."""
+  monkeypatch.setenv('MEDJAX_CONV_GEMM_MB', '10000')
+  for name in ('dcgan_brain', 'srgan_brain'):
+    assert 'conv_general_dilated' not in _train_step_jaxpr(
+        name, 'gemm', monkeypatch)
 
 
 def test_validate_accepts_tiny_test_config(tmp_path):

@@ -47,6 +47,15 @@ The environment variable MEDJAX_CONV_FORMS, read when a function is traced,
 overrides the backend rule for timing: 'on' uses the CPU rule on every
 backend, 'off' plain lax everywhere ('auto', the default: the backend's
 rule). bench/train_step.py's --conv_forms sets it.
+
+'gemm' (opt-in, for GPUs; untimed yet) computes each convolution whose
+patches fit GEMM_MAX_BYTES (MEDJAX_CONV_GEMM_MB) as one matrix product of
+its patches (`_gemm_conv`) and the rest by the 'gpu' rule. XLA keeps cuDNN
+convolutions out of its CUDA graphs, so the launch-bound paper-batch steps
+pay one host launch per convolution and per run of kernels between them;
+Triton GEMMs are graphed with their neighbours (H100 program, compiled
+without a GPU: SRGAN batch 16 float32 438 -> 144 launches, DCGAN batch 128
+97 -> 60), at the price of writing the patches out (bench/NOTES.md).
 """
 
 import functools
@@ -67,7 +76,7 @@ def _is_nhwc(dimension_numbers, ndim: int) -> bool:
   return dn == lax.conv_dimension_numbers((1,) * 4, (1,) * 4, _NHWC)
 
 
-FORMS = ('auto', 'on', 'off')
+FORMS = ('auto', 'on', 'off', 'gemm')
 
 
 def forms_rule() -> str | None:
@@ -78,7 +87,9 @@ def forms_rule() -> str | None:
     and unpadded ones padded by a stride; 'gpu': transposed and strided
     (k divisible by s) ones only; None: none (plain `lax`). 'auto' picks
     the rule of the default backend (None on TPU, where nothing is timed),
-    'on' the CPU rule on any backend, 'off' None.
+    'on' the CPU rule on any backend, 'off' None; 'gemm' (`MEDJAX_CONV_FORMS=
+    gemm`): every convolution whose patches fit GEMM_MAX_BYTES as a matrix
+    product (`_gemm_forward`), the rest as 'gpu'.
   """
   choice = os.environ.get('MEDJAX_CONV_FORMS', 'auto')
   if choice not in FORMS:
@@ -86,7 +97,7 @@ def forms_rule() -> str | None:
   if choice == 'auto':
     backend = jax.default_backend()
     return backend if backend in ('cpu', 'gpu') else None
-  return 'cpu' if choice == 'on' else None
+  return {'on': 'cpu', 'off': None, 'gemm': 'gemm'}[choice]
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
@@ -121,6 +132,11 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
     return conv_general_dilated(
         lhs, rhs, strides, ((0, strides[0]), (0, 0)),
         dimension_numbers=dimension_numbers, precision=precision)[:, :-1]
+  if fast and rule == 'gemm':
+    y = _gemm_conv(lhs, rhs, strides, padding, lhs_dil, precision)
+    if y is not None:
+      return y
+    rule = 'gpu'  # Patches too large: cuDNN's convolution.
   if not fast or not _form_applies(lhs.shape, rhs.shape, strides, padding,
                                    lhs_dil, rule):
     return lax.conv_general_dilated(
@@ -156,6 +172,92 @@ def _form_applies(x_shape, w_shape, strides, padding, lhs_dil,
   (pt, pb), (pl, pr) = padding
   area = (x_shape[1] + pt + pb - kh + 1) * (x_shape[2] + pl + pr - kw + 1)
   return cout >= cin and area >= TAPS_MIN_AREA
+
+
+# The 'gemm' rule's bound on a convolution's patches (B * H' * W' * kh*kw*I
+# elements): each costs ~6 passes over memory per step (written, read; again
+# when recomputed for dW; dx's patches summed back), which must stay under
+# what the convolution's three cuDNN launches cost the host (~40 us on the
+# H200, bench/NOTES.md: ~190 MB at 4.8 TB/s). MEDJAX_CONV_GEMM_MB overrides.
+GEMM_MAX_BYTES = 32 << 20
+
+
+def gemm_max_bytes() -> int:
+  """The 'gemm' rule's bound on a convolution's patches, in bytes:
+  MEDJAX_CONV_GEMM_MB (read when tracing) or GEMM_MAX_BYTES."""
+  mb = os.environ.get('MEDJAX_CONV_GEMM_MB')
+  return GEMM_MAX_BYTES if mb is None else int(float(mb) * (1 << 20))
+
+
+def _gemm_conv(x, w, strides, padding, lhs_dil, precision):
+  """The convolution as matrix products of its patches (or None).
+
+  XLA's GPU runtime keeps cuDNN convolutions out of its CUDA graphs, so a
+  step of small convolutions is one host launch per convolution and per
+  kernel between them (bench/NOTES.md: SRGAN at batch 16 is launch-bound).
+  As patches (k*k shifted slices side by side) times the (k*k*I, O) kernel,
+  a convolution is a dot XLA emits as a Triton GEMM, inside the graphs;
+  autodiff gives dots and slices for dW and dx. Transposed convolutions go
+  through their phases (`_transposed_as_phases`), each a stride-1 product.
+
+  Returns:
+    The output, or None where the patches exceed the 'gemm' bound or the
+    phases do not apply.
+  """
+  kh, kw, cin, _ = w.shape
+  b, h, wd, _ = x.shape
+  (pt, pb), (pl, pr) = padding
+  if any(d > 1 for d in lhs_dil):
+    rows = _phases(h, kh, lhs_dil[0], pt, pb)
+    cols = _phases(wd, kw, lhs_dil[1], pl, pr)
+    if rows is None or cols is None:
+      return None
+    taps = rows[1][0][1] * cols[1][0][1]
+    area = rows[0] * lhs_dil[0] * cols[0] * lhs_dil[1]
+  else:
+    oh = (h + pt + pb - kh) // strides[0] + 1
+    ow = (wd + pl + pr - kw) // strides[1] + 1
+    if oh < 1 or ow < 1:
+      return None
+    taps, area = kh * kw, oh * ow
+  if b * area * taps * cin * x.dtype.itemsize > gemm_max_bytes():
+    return None
+  if any(d > 1 for d in lhs_dil):
+    return _transposed_as_phases(x, w, lhs_dil, padding, precision,
+                                 stride1=_gemm_valid)
+  return _gemm(x, w, strides, padding, precision)
+
+
+# Recomputed in the backward pass rather than kept: the patches are k*k
+# times the input.
+@functools.partial(jax.checkpoint, static_argnums=(2, 3, 4))
+def _gemm(x, w, strides, padding, precision):
+  """NHWC/HWIO convolution (non-negative padding) as patches @ kernel."""
+  kh, kw, cin, cout = w.shape
+  b, h, wd, _ = x.shape
+  (pt, pb), (pl, pr) = padding
+  sh, sw = strides
+  oh, ow = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
+  xp = lax.pad(x, jnp.zeros((), x.dtype),
+               ((0, 0, 0), (pt, pb, 0), (pl, pr, 0), (0, 0, 0)))
+  taps = [lax.slice(xp, (0, i, j, 0),
+                    (b, i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, cin),
+                    (1, sh, sw, 1))
+          for i in range(kh) for j in range(kw)]
+  patches = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=3)
+  w = w.reshape(kh * kw * cin, cout)
+  if cout == 1:
+    # jax 0.10.2's XLA fails a check in its Triton GEMM tiling on some
+    # one-column products (a transposed convolution's phases at batch >= 64,
+    # H100 target): a float32 multiply-and-sum instead.
+    return jnp.sum(patches.astype(jnp.float32) * w[:, 0].astype(jnp.float32),
+                   axis=3, keepdims=True).astype(x.dtype)
+  return lax.dot_general(patches, w, (((3,), (0,)), ((), ())),
+                         precision=precision)
+
+
+def _gemm_valid(x, w, precision):
+  return _gemm(x, w, (1, 1), ((0, 0), (0, 0)), precision)
 
 
 def _stride1(x, w, precision):
@@ -212,7 +314,8 @@ def _phases(size: int, k: int, s: int, lo: int, hi: int):
   return out // s, phases
 
 
-def _transposed_as_phases(x, w, lhs_dil, padding, precision):
+def _transposed_as_phases(x, w, lhs_dil, padding, precision,
+                          stride1=None):
   """Input-dilated (transposed) convolution as s*s stride-1 ones (or None).
 
   Output pixel (s*m + a, s*n + b) only meets the kernel taps congruent to a
@@ -238,7 +341,8 @@ def _transposed_as_phases(x, w, lhs_dil, padding, precision):
       xa = lax.pad(x, jnp.zeros((), x.dtype),
                    ((0, 0, 0), (-ch, mh - 1 + th - h + ch, 0),
                     (-cw, mw - 1 + tw - wd + cw, 0), (0, 0, 0)))
-      row.append(_stride1(xa, w[rh::sh][:th, rw::sw][:, :tw], precision))
+      row.append((stride1 or _stride1)(
+          xa, w[rh::sh][:th, rw::sw][:, :tw], precision))
     out.append(jnp.stack(row, axis=3))  # (B, mh, mw, sw, O)
   y = jnp.stack(out, axis=3)  # (B, mh, mw, sh, sw, O)
   return y.transpose(0, 1, 3, 2, 4, 5).reshape(b, mh * sh, mw * sw, cout)
