@@ -190,6 +190,12 @@ stage profile profile.log 60 "${TS[@]}" --dtypes float32 --steps=2 --warmup=1 \
   --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}" --profile_dir /tmp/medjax_prof
 stage profile_srgan profile.log 60 "${TS[@]}" --dtypes float32 --steps=2 --warmup=1 \
   --config=configs/srgan_brain.py --batch_size "${SR_B[0]}" --profile_dir /tmp/medjax_prof
+# The 'gemm' SRGAN step with its CUDA graphs kept under the profiler (XLA
+# otherwise runs them kernel by kernel while a trace is taken; XLA's code
+# notes a memory-corruption risk, hence its own stage, after the others).
+stage profile_srgan_gemm profile.log 70 env XLA_FLAGS="${XLA_FLAGS:-} --xla_enable_command_buffers_during_profiling=true" \
+  "${TS[@]}" --dtypes float32 --steps=2 --warmup=1 --conv_forms gemm \
+  --config=configs/srgan_brain.py --batch_size "${SR_B[0]}" --profile_dir /tmp/medjax_prof/gemm
 stage profile_inception profile.log 60 python3 bench/metrics.py --cases inception_fid \
   --inception_batch=$INC_B --dtypes "${DTYPES[-1]}" --iters=2 --warmup=1 --profile_dir /tmp/medjax_prof
 # Packed now, so that a later cut keeps them; the trace JSON and HLO only:
