@@ -207,6 +207,13 @@ stage pipeline_dcgan medjax.log 60 python3 bench/pipeline.py --config=configs/dc
 stage pipeline_srgan medjax.log 70 python3 bench/pipeline.py --config=configs/srgan_brain.py "${PIPE_SR[@]}" \
   --config.dataset.data_dir="$TFDS_DIR" --config.dataset.image_size=96 \
   --config.dataset.phantom.image_size=96 --config.dataset.phantom.num_train=1000 --config.dataset.phantom.num_test=16
+# The SRGAN feed in front of the 'gemm' step (convs_gemm): with its
+# launches in CUDA graphs the step should no longer be host-bound, so the
+# real feed's 0.85 ms of host time per step can hide behind it.
+stage pipeline_srgan_gemm medjax.log 70 env MEDJAX_CONV_FORMS=gemm python3 bench/pipeline.py \
+  --config=configs/srgan_brain.py "${PIPE_SR[@]}" \
+  --config.dataset.data_dir="$TFDS_DIR" --config.dataset.image_size=96 \
+  --config.dataset.phantom.image_size=96 --config.dataset.phantom.num_train=1000 --config.dataset.phantom.num_test=16
 stage inception medjax.log 70 python3 bench/metrics.py --cases inception_fid --inception_batch=$INC_B --dtypes "${DTYPES[@]}" --iters=$STEPS --warmup=$WARM
 # The same with each BatchNorm folded into its convolution (conv + bias +
 # ReLU, which XLA can give cuDNN as one fused call; a per-channel scale after

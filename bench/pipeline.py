@@ -231,7 +231,9 @@ def measure_steps(setup: Setup, steps: int, warmup: int, repeats: int = 1
             'image_size': c.dataset.image_size,
             'batch_shape': list(fixed['image'].shape), 'batch': b,
             'dtype': c.model.dtype, 'steps': steps, 'warmup': warmup,
-            'repeats': repeats}
+            'repeats': repeats,
+            # medjax.models.conv's rule, read when the step was traced.
+            'conv_forms': os.environ.get('MEDJAX_CONV_FORMS', 'auto')}
   rows = []
   for s in sources:
     step_s = statistics.median(times[s])

@@ -233,7 +233,10 @@ def compare_pipeline(rows: Sequence[Row]) -> list[Row]:
       (r for r in rows if r.get('bench') == 'pipeline'
        and r.get('measure') == 'end_to_end'),
       lambda r: (f"{r.get('model')} {r.get('image_size')}px {r.get('dtype')}"
-                 f" ({r.get('dataset')})", r.get('batch'),
+                 f" ({r.get('dataset')})" + (
+                     f" (conv forms {r['conv_forms']})"
+                     if r.get('conv_forms', 'auto') != 'auto' else ''),
+                 r.get('batch'),
                  r.get('device_prefetch')))):
     synthetic = _median(group, 'synthetic_step_ms')
     real = _median(group, 'real_step_ms')

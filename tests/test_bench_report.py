@@ -160,6 +160,12 @@ def test_degradations_pipeline_and_largest_batch():
   assert pipe[16,]['device_prefetch'] == 2
   assert pipe[128,]['unprefetched_ratio'] is None
   assert pipe[128,]['device_prefetch'] is None
+  gemm = dict(rows[[r.get('model') for r in rows].index('srresnet')],
+              conv_forms='gemm', real_step_ms=10.4, ratio=1.04)
+  split = report.compare_pipeline(rows + [gemm])
+  assert [p['config'].endswith('(conv forms gemm)') for p in split].count(
+      True) == 1  # Its own row, beside the default's.
+  assert len(split) == len(report.compare_pipeline(rows)) + 1
   big = _by(report.largest_batches(rows), 'max_batch', 'model')
   assert set(big) == {('dcgan',), ('srgan',)}  # 'broken' skipped
   assert big['dcgan',]['confirmed'] and big['dcgan',]['images_per_s'] == 7e4
