@@ -116,10 +116,13 @@ stage() {
 TS=(python3 bench/train_step.py --steps=$STEPS --warmup=$WARM --dtypes "${DTYPES[@]}")
 REFPY=(python3 bench/reference.py --ref="$REF" --steps=$STEPS --warmup=$WARM)
 
-# The paper batches first (DCGAN 128, SRGAN 16), each beside its reference,
-# then the two untested levers on their fixed cost (CUDA graphs with the
-# convolutions, the packed state), their traces (the next round's evidence),
-# the other goals, then the large batches: a budget cut loses the least.
+# Order, most wanted first, so that a budget cut loses the least: the
+# paper batches (DCGAN 128, SRGAN 16), each beside its reference; the
+# convolutions as GEMMs at those batches and behind the real SRGAN feed;
+# InceptionV3 plain and folded; D's passes as two calls (the check on a
+# default); the large batches; Inception's torch.compile reference; the
+# other A/B levers; the traces; the default pipelines; degradations; the
+# conv forms; the largest batch.
 stage dcgan_small medjax.log 90 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}"
 stage dcgan_small_ref reference.log 40 "${REFPY[@]}" --case=dcgan64 --batch_size "${DC_B[0]}" --modes "${MODES[@]}"
 stage srgan_small medjax.log 120 "${TS[@]}" --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
@@ -129,21 +132,45 @@ stage srgan_small_ref reference.log 50 "${REFPY[@]}" --case=srgan_x4_96 --batch_
 # puts into its CUDA graphs with the kernels around them, instead of cuDNN
 # calls it launches one by one. H100 program (bench/gpu_hlo.py): SRGAN b16
 # 438 -> 144 host launches per step (bf16 450 -> 96), DCGAN b128 97 -> 60
-# (bf16 95 -> 43). Against the two stages above; the large batches later.
+# (bf16 95 -> 43). Against srgan_small and dcgan_small; the large batches
+# later.
 stage convs_gemm medjax.log 100 "${TS[@]}" --conv_forms gemm \
   --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
 stage convs_gemm_dcgan medjax.log 60 "${TS[@]}" --conv_forms gemm \
   --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}"
+# The SRGAN feed in front of the 'gemm' step (convs_gemm): with its
+# launches in CUDA graphs the step should no longer be host-bound, so the
+# real feed's 0.85 ms of host time per step can hide behind it.
+stage pipeline_srgan_gemm medjax.log 70 env MEDJAX_CONV_FORMS=gemm python3 bench/pipeline.py \
+  --config=configs/srgan_brain.py "${PIPE_SR[@]}" \
+  --config.dataset.data_dir="$TFDS_DIR" --config.dataset.image_size=96 \
+  --config.dataset.phantom.image_size=96 --config.dataset.phantom.num_train=1000 --config.dataset.phantom.num_test=16
+stage inception medjax.log 70 python3 bench/metrics.py --cases inception_fid --inception_batch=$INC_B --dtypes "${DTYPES[@]}" --iters=$STEPS --warmup=$WARM
+# The same with each BatchNorm folded into its convolution (conv + bias +
+# ReLU, which XLA can give cuDNN as one fused call; a per-channel scale after
+# the convolution it cannot): against the rows just above.
+stage inception_fold medjax.log 70 python3 bench/metrics.py --cases inception_fid --inception_batch=$INC_B --dtypes "${DTYPES[@]}" --iters=$STEPS --warmup=$WARM --inception_fold_bn on
 # D's real and fake passes as two calls (gan.one_d_call=False, the reference's
 # way and medjax's before 2026-11-26) against the one call on [real; fake]
-# that the stages above timed: the H100 program has 14 (DCGAN) and 23
+# that srgan_small and dcgan_small timed: the H100 program has 14 (DCGAN) and 23
 # (SRGAN) fewer convolution launches per step (bench/gpu_hlo.py).
 stage two_d_calls medjax.log 60 "${TS[@]}" --dtypes float32 --config.gan.one_d_call=False \
   --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
 stage two_d_calls_dcgan medjax.log 40 "${TS[@]}" --dtypes float32 --config.gan.one_d_call=False \
   --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}"
+# The large batches beside their references, and as GEMMs where patches fit.
+stage dcgan_large medjax.log 90 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[@]:1}"
+stage dcgan_large_ref reference.log 40 "${REFPY[@]}" --case=dcgan64 --batch_size "${DC_B[@]:1}" --modes "${MODES[@]}"
+stage srgan_large medjax.log 120 "${TS[@]}" --config=configs/srgan_brain.py --batch_size "${SR_B[@]:1}"
+stage srgan_large_ref reference.log 50 "${REFPY[@]}" --case=srgan_x4_96 --batch_size "${SR_B[@]:1}" --modes "${MODES[@]}"
+stage convs_gemm_large medjax.log 100 "${TS[@]}" --conv_forms gemm \
+  --config=configs/srgan_brain.py --batch_size "${SR_B[@]:1}"
+stage convs_gemm_dcgan_large medjax.log 60 "${TS[@]}" --conv_forms gemm \
+  --config=configs/dcgan_brain.py --batch_size "${DC_B[@]:1}"
+# Slowest for PyTorch to compile, so late: Inception under torch.compile.
+stage inception_ref reference.log 120 "${REFPY[@]}" --case=inception_fid --batch_size $INC_B --modes "${INC_MODES[@]}"
 # medjax.models.norm.BatchNorm (MEDJAX_BATCHNORM=fused) against nn.BatchNorm,
-# the default the two stages above timed: its statistics and their backward
+# the default srgan_small and dcgan_small timed: its statistics and their backward
 # pass are one reduction each; the H100 program has 16-19% fewer kernels per
 # step (bench/gpu_hlo.py: SRGAN b16 1,191 -> 1,004, DCGAN b128 347 -> 282)
 # but 10-22% more launches from the host (CUDA graphs capture fewer).
@@ -207,30 +234,8 @@ stage pipeline_dcgan medjax.log 60 python3 bench/pipeline.py --config=configs/dc
 stage pipeline_srgan medjax.log 70 python3 bench/pipeline.py --config=configs/srgan_brain.py "${PIPE_SR[@]}" \
   --config.dataset.data_dir="$TFDS_DIR" --config.dataset.image_size=96 \
   --config.dataset.phantom.image_size=96 --config.dataset.phantom.num_train=1000 --config.dataset.phantom.num_test=16
-# The SRGAN feed in front of the 'gemm' step (convs_gemm): with its
-# launches in CUDA graphs the step should no longer be host-bound, so the
-# real feed's 0.85 ms of host time per step can hide behind it.
-stage pipeline_srgan_gemm medjax.log 70 env MEDJAX_CONV_FORMS=gemm python3 bench/pipeline.py \
-  --config=configs/srgan_brain.py "${PIPE_SR[@]}" \
-  --config.dataset.data_dir="$TFDS_DIR" --config.dataset.image_size=96 \
-  --config.dataset.phantom.image_size=96 --config.dataset.phantom.num_train=1000 --config.dataset.phantom.num_test=16
-stage inception medjax.log 70 python3 bench/metrics.py --cases inception_fid --inception_batch=$INC_B --dtypes "${DTYPES[@]}" --iters=$STEPS --warmup=$WARM
-# The same with each BatchNorm folded into its convolution (conv + bias +
-# ReLU, which XLA can give cuDNN as one fused call; a per-channel scale after
-# the convolution it cannot): against the rows just above.
-stage inception_fold medjax.log 70 python3 bench/metrics.py --cases inception_fid --inception_batch=$INC_B --dtypes "${DTYPES[@]}" --iters=$STEPS --warmup=$WARM --inception_fold_bn on
 stage degradations medjax.log 40 python3 bench/degradations.py --batch_size $DEG_B --steps=$STEPS --warmup=$WARM
 stage opencv reference.log 30 env N=$CV_N python3 "$(dirname "$REF")/ref_degrade.py"
-stage dcgan_large medjax.log 90 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[@]:1}"
-stage dcgan_large_ref reference.log 40 "${REFPY[@]}" --case=dcgan64 --batch_size "${DC_B[@]:1}" --modes "${MODES[@]}"
-stage srgan_large medjax.log 120 "${TS[@]}" --config=configs/srgan_brain.py --batch_size "${SR_B[@]:1}"
-stage srgan_large_ref reference.log 50 "${REFPY[@]}" --case=srgan_x4_96 --batch_size "${SR_B[@]:1}" --modes "${MODES[@]}"
-stage convs_gemm_large medjax.log 100 "${TS[@]}" --conv_forms gemm \
-  --config=configs/srgan_brain.py --batch_size "${SR_B[@]:1}"
-stage convs_gemm_dcgan_large medjax.log 60 "${TS[@]}" --conv_forms gemm \
-  --config=configs/dcgan_brain.py --batch_size "${DC_B[@]:1}"
-# Slowest for PyTorch to compile, so late: Inception under torch.compile.
-stage inception_ref reference.log 120 "${REFPY[@]}" --case=inception_fid --batch_size $INC_B --modes "${INC_MODES[@]}"
 # medjax's conv forms (medjax/models/conv.py): plain lax and the CPU rule
 # against the GPU rule that dcgan_small timed.
 stage conv_forms medjax.log 60 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}" --conv_forms off on
