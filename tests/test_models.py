@@ -295,6 +295,15 @@ def test_gemm_form_equals_xla(h, k, s, pad, d, cin, cout, monkeypatch):
       np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * np.abs(a).max())
   assert 'conv_general_dilated' not in str(
       jax.make_jaxpr(jax.grad(loss(conv.conv_general_dilated), (0, 1)))(x, w))
+  # bfloat16 in, bfloat16 out, as Flax calls it under a bf16 dtype.
+  xb, wb = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+  got = conv.conv_general_dilated(xb, wb, (s, s), pad, lhs_dilation=(d, d),
+                                  dimension_numbers=dn)
+  want = lax.conv_general_dilated(xb, wb, (s, s), pad, lhs_dilation=(d, d),
+                                  dimension_numbers=dn)
+  assert got.dtype == want.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.float32(got), np.float32(want), rtol=2e-2,
+                             atol=2e-2 * np.abs(np.float32(want)).max())
 
 
 def test_gemm_form_only_below_its_bound(monkeypatch):
