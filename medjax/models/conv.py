@@ -89,7 +89,7 @@ def forms_rule() -> str | None:
     the rule of the default backend (None on TPU, where nothing is timed),
     'on' the CPU rule on any backend, 'off' None; 'gemm' (`MEDJAX_CONV_FORMS=
     gemm`): every convolution whose patches fit GEMM_MAX_BYTES as a matrix
-    product (`_gemm_forward`), the rest as 'gpu'.
+    product (`_gemm_conv`), the rest as 'gpu'.
   """
   choice = os.environ.get('MEDJAX_CONV_FORMS', 'auto')
   if choice not in FORMS:
@@ -315,7 +315,7 @@ def _phases(size: int, k: int, s: int, lo: int, hi: int):
 
 
 def _transposed_as_phases(x, w, lhs_dil, padding, precision,
-                          stride1=None):
+                          stride1=_stride1):
   """Input-dilated (transposed) convolution as s*s stride-1 ones (or None).
 
   Output pixel (s*m + a, s*n + b) only meets the kernel taps congruent to a
@@ -323,7 +323,8 @@ def _transposed_as_phases(x, w, lhs_dil, padding, precision,
   convolution of the undilated input with a (k/s x k/s) sub-kernel, and the
   phases interleave into the output (depth-to-space). Same values, s*s
   times fewer multiplications by inserted zeros; XLA:CPU runs it 2-4x faster
-  than the dilated form.
+  than the dilated form. `stride1(x, w, precision)` computes each phase's
+  VALID stride-1 convolution (plain XLA, or `_gemm_valid`).
   """
   kh, kw, _, cout = w.shape
   b, h, wd, _ = x.shape
@@ -341,8 +342,7 @@ def _transposed_as_phases(x, w, lhs_dil, padding, precision,
       xa = lax.pad(x, jnp.zeros((), x.dtype),
                    ((0, 0, 0), (-ch, mh - 1 + th - h + ch, 0),
                     (-cw, mw - 1 + tw - wd + cw, 0), (0, 0, 0)))
-      row.append((stride1 or _stride1)(
-          xa, w[rh::sh][:th, rw::sw][:, :tw], precision))
+      row.append(stride1(xa, w[rh::sh][:th, rw::sw][:, :tw], precision))
     out.append(jnp.stack(row, axis=3))  # (B, mh, mw, sw, O)
   y = jnp.stack(out, axis=3)  # (B, mh, mw, sh, sw, O)
   return y.transpose(0, 1, 3, 2, 4, 5).reshape(b, mh * sh, mw * sw, cout)
