@@ -215,8 +215,7 @@ def _gemm_conv(x, w, strides, padding, lhs_dil, precision):
     taps = rows[1][0][1] * cols[1][0][1]
     area = rows[0] * lhs_dil[0] * cols[0] * lhs_dil[1]
   else:
-    oh = (h + pt + pb - kh) // strides[0] + 1
-    ow = (wd + pl + pr - kw) // strides[1] + 1
+    oh, ow = _output_hw(x.shape, w.shape, strides, padding)
     if oh < 1 or ow < 1:
       return None
     taps, area = kh * kw, oh * ow
@@ -234,15 +233,11 @@ def _gemm_conv(x, w, strides, padding, lhs_dil, precision):
 def _gemm(x, w, strides, padding, precision):
   """NHWC/HWIO convolution (non-negative padding) as patches @ kernel."""
   kh, kw, cin, cout = w.shape
-  b, h, wd, _ = x.shape
   (pt, pb), (pl, pr) = padding
-  sh, sw = strides
-  oh, ow = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
+  out_hw = _output_hw(x.shape, w.shape, strides, padding)
   xp = lax.pad(x, jnp.zeros((), x.dtype),
                ((0, 0, 0), (pt, pb, 0), (pl, pr, 0), (0, 0, 0)))
-  taps = [lax.slice(xp, (0, i, j, 0),
-                    (b, i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, cin),
-                    (1, sh, sw, 1))
+  taps = [_window(xp, (i, j), out_hw, strides)
           for i in range(kh) for j in range(kw)]
   patches = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=3)
   w = w.reshape(kh * kw * cin, cout)
@@ -278,8 +273,8 @@ def _strided_as_stride1(x, w, strides, padding, precision):
   if kh % sh or kw % sw:
     return None
   b, h, wd, _ = x.shape
-  (pt, pb), (pl, pr) = padding
-  oh, ow = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
+  (pt, _), (pl, _) = padding
+  oh, ow = _output_hw(x.shape, w.shape, strides, padding)
   if oh < 1 or ow < 1:
     return None
   # Pad, then keep exactly the rows/columns the strided windows read.
@@ -402,18 +397,28 @@ def _conv_bwd(strides, padding, lhs_dil, precision, res, dy):
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
+def _output_hw(x_shape, w_shape, strides, padding) -> tuple[int, int]:
+  """Output height and width of an NHWC/HWIO convolution (no dilation)."""
+  (pt, pb), (pl, pr) = padding
+  return ((x_shape[1] + pt + pb - w_shape[0]) // strides[0] + 1,
+          (x_shape[2] + pl + pr - w_shape[1]) // strides[1] + 1)
+
+
+def _window(x, start, size, stride):
+  """x[:, start + stride * (0..size-1), ...] in both spatial axes (NHWC)."""
+  (si, sj), (sh, sw) = start, stride
+  return lax.slice(x, (0, si, sj, 0),
+                   (x.shape[0], si + (size[0] - 1) * sh + 1,
+                    sj + (size[1] - 1) * sw + 1, x.shape[3]), (1, sh, sw, 1))
+
+
 def _taps(a, b, kernel_hw: Sequence[int], start, stride, size):
   """dW[i, j] = sum a^T slice(b, start(i, j), stride, size), for every tap."""
   kh, kw = kernel_hw
   rows = []
   for i in range(kh):
     for j in range(kw):
-      si, sj = start(i, j)
-      sl = lax.slice(
-          b, (0, si, sj, 0),
-          (b.shape[0], si + (size[0] - 1) * stride[0] + 1,
-           sj + (size[1] - 1) * stride[1] + 1, b.shape[3]),
-          (1, stride[0], stride[1], 1))
+      sl = _window(b, start(i, j), size, stride)
       rows.append(jnp.einsum('bhwc,bhwo->co', a, sl))
   return rows
 
