@@ -4,6 +4,7 @@ r"""Kernel census of a workload's GPU program, compiled here without a GPU.
       jax-cuda12-pjrt==$JAXV nvidia-cuda-nvcc-cu12 nvidia-cudnn-cu12
   JAX_PLATFORMS=cpu PYTHONPATH=/tmp/cudasite python bench/gpu_hlo.py \
       --workloads dcgan:128 srgan:16 inception:256 --pack_state off on
+  ... --workloads srgan:16 --conv_forms gpu gemm   # cuDNN vs patch GEMMs
 
 XLA compiles for a GPU it does not have ("deviceless" ahead-of-time
 compilation: the CUDA PJRT plugin's topology from a target description,

@@ -192,7 +192,7 @@ def main(argv=None):
         row = measure(config, batch_size, args.steps, args.warmup,
                       profile_dir=profile_dir, pack_state=pack == 'on')
         row['conv_forms'] = forms
-        row['conv_forms_used'] = conv.forms_rule()  # 'cpu', 'gpu' or None.
+        row['conv_forms_used'] = conv.forms_rule()  # cpu, gpu, gemm or None.
         if forms == 'gemm':
           row['conv_gemm_mb'] = conv.gemm_max_bytes() / 2**20
         print(json.dumps(row), flush=True)
