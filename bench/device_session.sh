@@ -165,6 +165,11 @@ stage srgan_large medjax.log 120 "${TS[@]}" --config=configs/srgan_brain.py --ba
 stage srgan_large_ref reference.log 50 "${REFPY[@]}" --case=srgan_x4_96 --batch_size "${SR_B[@]:1}" --modes "${MODES[@]}"
 stage convs_gemm_large medjax.log 100 "${TS[@]}" --conv_forms gemm \
   --config=configs/srgan_brain.py --batch_size "${SR_B[@]:1}"
+# SRGAN b64 under a 128 MB bound: 140 launches instead of 382 in the H100
+# program, for ~5 ms of patch traffic per step against b64's ~6.6 ms of
+# fixed cost on the H200 (bench/NOTES.md).
+stage convs_gemm_large_128mb medjax.log 60 env MEDJAX_CONV_GEMM_MB=128 "${TS[@]}" \
+  --dtypes float32 --conv_forms gemm --config=configs/srgan_brain.py --batch_size "${SR_B[@]:1}"
 stage convs_gemm_dcgan_large medjax.log 60 "${TS[@]}" --conv_forms gemm \
   --config=configs/dcgan_brain.py --batch_size "${DC_B[@]:1}"
 # Slowest for PyTorch to compile, so late: Inception under torch.compile.

@@ -83,7 +83,8 @@ def _sorted(groups: dict) -> list:
 
 def _workload(r: Row) -> str | None:
   """The reference's case name of a medjax row; a train step timed with
-  its conv forms forced (`conv_forms` 'on'/'off'), its BatchNorm layers
+  its conv forms forced (`conv_forms` 'on'/'off'/'gemm', the last with its
+  bound `conv_gemm_mb`), its BatchNorm layers
   medjax's fused ones (`batchnorm` 'fused'), its D passes two calls
   (`one_d_call` False), its state packed
   (`pack_state`), its kernels stored OHWI (`state_kernel_layout`) or under
@@ -97,6 +98,9 @@ def _workload(r: Row) -> str | None:
     forms = r.get('conv_forms', 'auto')
     if forms != 'auto':
       name += f' (conv forms {forms})'
+      if 'conv_gemm_mb' in r:  # The 'gemm' rule's patch bound.
+        name = name[:-1] + f" <= {r['conv_gemm_mb']:g} MB)"
+
     if not r.get('one_d_call', True):
       name += ' (two D calls)'
     if r.get('batchnorm', 'flax') != 'flax':

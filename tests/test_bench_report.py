@@ -249,11 +249,17 @@ def test_conv_forms_and_packed_variants_are_rows_against_the_same_reference():
           _train('dcgan', 64, 128, 'float32', 70000.0,
                  state_kernel_layout='ohwi'),
           _train('dcgan', 64, 128, 'float32', 40000.0, batchnorm='fused'),
-          _train('dcgan', 64, 128, 'float32', 44000.0, one_d_call=False)]
+          _train('dcgan', 64, 128, 'float32', 44000.0, one_d_call=False),
+          _train('dcgan', 64, 128, 'float32', 80000.0, conv_forms='gemm',
+                 conv_gemm_mb=32.0),
+          _train('dcgan', 64, 128, 'float32', 90000.0, conv_forms='gemm',
+                 conv_gemm_mb=128.0)]
   steps = [r for r in report.build_report(rows, commit='c', date='d')
            if r['table'] == 'steps']
   assert [(r['workload'], r['ratio_float32']) for r in steps] == [
       ('dcgan64', 2.5), ('dcgan64 (BatchNorm fused)', 2.0),
+      ('dcgan64 (conv forms gemm <= 128 MB)', 4.5),
+      ('dcgan64 (conv forms gemm <= 32 MB)', 4.0),
       ('dcgan64 (conv forms on)', 1.5),
       ('dcgan64 (kernels OHWI)', 3.5), ('dcgan64 (state packed)', 3.0),
       ('dcgan64 (two D calls)', 2.2)]
