@@ -97,9 +97,9 @@ def _workload(r: Row) -> str | None:
     name = TRAIN_WORKLOADS.get((r['model'], size), f"{r['model']}{size or ''}")
     forms = r.get('conv_forms', 'auto')
     if forms != 'auto':
-      name += f' (conv forms {forms})'
-      if 'conv_gemm_mb' in r:  # The 'gemm' rule's patch bound.
-        name = name[:-1] + f" <= {r['conv_gemm_mb']:g} MB)"
+      bound = (f" <= {r['conv_gemm_mb']:g} MB" if 'conv_gemm_mb' in r
+               else '')  # The 'gemm' rule's patch bound.
+      name += f' (conv forms {forms}{bound})'
 
     if not r.get('one_d_call', True):
       name += ' (two D calls)'
