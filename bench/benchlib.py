@@ -13,12 +13,17 @@ import gzip
 import os
 import platform
 import resource
+import sys
 import time
 from typing import Any, Callable, Sequence
 
 from absl import flags
 import jax
 from ml_collections import config_flags
+
+# A sibling script; benchlib may itself be loaded by path (tests).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hlo_cost  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
@@ -125,6 +130,43 @@ def peak_tflops(device_kind: str | None = None) -> float | None:
   return None
 
 
+# HBM bandwidth by device kind, bytes/s (data sheets): with the bf16 peaks
+# above, what `roofline` bounds a GPU program's time with.
+BANDWIDTH = (
+    ('NVIDIA H100 PCIe', 2.0e12), ('NVIDIA H100 NVL', 3.9e12),
+    ('NVIDIA H100', 3.35e12), ('NVIDIA H200', 4.8e12),
+    ('NVIDIA GH200', 4.0e12), ('NVIDIA A100', 2.0e12), ('NVIDIA L4', 0.3e12),
+)
+
+
+def roofline(compiled, seconds: float,
+             device_kind: str | None = None) -> dict[str, Any]:
+  """The roofline of a compiled GPU program and how close a timed call came.
+
+  Args:
+    compiled: the executable (`compile_timed`); its optimized HLO is read.
+    seconds: measured seconds per call.
+    device_kind: the chip (default: this process's first device).
+
+  Returns:
+    {'roofline_ms': `hlo_cost.roofline`'s bound at this chip's bandwidth
+    and peaks (H100 SXM's per-type peaks scaled by its bf16 peak),
+    'roofline_fraction': the bound over the measured time}; {} for chips
+    not in `BANDWIDTH` (CPUs, TPUs: their programs are not GPU kernels).
+  """
+  kind = device_kind or jax.devices()[0].device_kind
+  bandwidth = next((v for k, v in BANDWIDTH if kind.startswith(k)), None)
+  peak = peak_tflops(kind)
+  if bandwidth is None or peak is None:
+    return {}
+  scale = peak * 1e12 / hlo_cost.PEAK_FLOPS['bf16']
+  bound = hlo_cost.roofline(
+      compiled.as_text(), bandwidth,
+      {k: v * scale for k, v in hlo_cost.PEAK_FLOPS.items()})
+  return {'roofline_ms': bound['roofline_ms'],
+          'roofline_fraction': bound['roofline_ms'] / 1e3 / seconds}
+
+
 def utilisation(flops: float, seconds: float,
                 device_kind: str | None = None) -> dict[str, Any]:
   """Achieved TFLOP/s and model FLOP utilisation of one timed call.
@@ -224,7 +266,7 @@ def time_stateless(fn, args, iters: int, warmup: int,
   if profile_dir:
     trace(profile_dir, compiled, lambda: [compiled(*args) for _ in range(3)])
   return {'step_s': step_s, 'compile_s': compile_s, 'flops': flops,
-          'output': out}
+          **roofline(compiled, step_s), 'output': out}
 
 
 def peak_memory() -> dict[str, Any]:

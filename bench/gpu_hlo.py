@@ -13,14 +13,16 @@ be read on a CPU machine: which operations become kernels (fusions, cuDNN
 and cuBLAS calls, copies), how many per step. The paper-batch steps are
 launch-bound (bench/NOTES.md), so the count is what a change must lower.
 Without the device there is no autotuning: algorithm choices differ, the
-fusion structure does not. Prints one JSON line per program and a table;
-imports nothing that needs TensorFlow.
+fusion structure does not. Each row also carries the program's roofline
+(`roofline`: every kernel at the tensor-core peak or the memory bandwidth,
+whichever binds, summed), a lower bound of the step's device time, so a
+goal can be checked against what the program could do at best. Prints one
+JSON line per program and a table; imports nothing that needs TensorFlow.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import glob
 import itertools
 import json
@@ -35,6 +37,7 @@ import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # pylint: disable=wrong-import-position
+from hlo_cost import census, kernels, roofline, thunks  # pylint: disable=wrong-import-position
 import train_step  # pylint: disable=wrong-import-position
 
 from medjax import packing  # pylint: disable=wrong-import-position
@@ -46,96 +49,6 @@ from medjax.models import inception  # pylint: disable=wrong-import-position
 TARGET = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                       'h100_sxm.txtpb')
 CONFIGS = {'dcgan': 'configs/dcgan_brain.py', 'srgan': 'configs/srgan_brain.py'}
-# HLO instructions that launch nothing.
-_FREE = frozenset({'parameter', 'tuple', 'get-tuple-element', 'bitcast',
-                   'constant', 'after-all', 'partition-id', 'replica-id',
-                   'opt-barrier'})
-_HEADER = re.compile(r'^(ENTRY )?%(\S+) .*\{$')
-_OPCODE = re.compile(r'[\]})] ([a-z][a-z0-9-]*)\(')
-
-
-def census(hlo_text: str) -> collections.Counter:
-  """Kernel-launching instructions of an optimized GPU HLO module.
-
-  Walks the entry computation and, inside it, while-loop bodies (counted
-  once) and command-buffer calls (their commands, plus one
-  'command_buffer' entry per call).
-
-  Args:
-    hlo_text: `compiled.as_text()` of a GPU program.
-
-  Returns:
-    Counter of categories: 'fusion:<kind>' (with ':<backend kind>' for
-    custom fusions, e.g. Triton GEMMs), 'custom-call:<target>' (cuDNN,
-    cuBLAS), else the opcode ('copy', ...).
-  """
-  comps, entry, current = {}, None, None
-  for line in hlo_text.splitlines():
-    if m := _HEADER.match(line):
-      current = m.group(2)
-      comps[current] = []
-      if m.group(1):
-        entry = current
-    elif current and line.startswith('  ') and ' = ' in line:
-      comps[current].append(line.split(' = ', 1)[1])
-  counts = collections.Counter()
-
-  def walk(name):
-    for rhs in comps.get(name, []):
-      m = _OPCODE.search(rhs)
-      op = m.group(1) if m else rhs.split('(')[0].split()[-1]
-      if op in _FREE:
-        continue
-      if op == 'while':
-        counts['while'] += 1
-        walk(re.search(r'body=%([\w.-]+)', rhs).group(1))
-      elif op == 'call' and 'command_buffer' in rhs:
-        counts['command_buffer'] += 1
-        walk(re.search(r'to_apply=%([\w.-]+)', rhs).group(1))
-      elif op == 'custom-call':
-        counts['custom-call:' + re.search(
-            r'custom_call_target="([^"]+)"', rhs).group(1)] += 1
-      elif op == 'fusion':
-        kind = re.search(r'kind=(k\w+)', rhs).group(1)
-        backend = re.search(r'"kind":"(__\w+)"', rhs)
-        counts[f'fusion:{kind}' + (f':{backend.group(1)}' if backend
-                                   else '')] += 1
-      else:
-        counts[op] += 1
-  walk(entry)
-  return counts
-
-
-_THUNK = re.compile(r'^( *)\d+: (k\w+)')
-
-
-def thunks(sequence_text: str) -> dict[str, int]:
-  """What the GPU runtime launches per call, from XLA's thunk sequence.
-
-  `sequence_text` is the `*.thunk_sequence_after_thunk_passes.txt` an XLA
-  dump writes: one line per thunk, commands captured into a CUDA graph
-  (`kCommandBuffer`) indented under it.
-
-  Returns:
-    {'launches': top-level thunks (a kernel, a cuDNN call, a copy or a whole
-    graph: what the host issues one by one), 'graphs': how many of those are
-    CUDA graphs, 'in_graphs': thunks captured inside them}.
-  """
-  launches = graphs = in_graphs = 0
-  for line in sequence_text.splitlines():
-    if m := _THUNK.match(line):
-      if m.group(1):
-        in_graphs += 1
-      else:
-        launches += 1
-        graphs += m.group(2) == 'kCommandBuffer'
-  return {'launches': launches, 'graphs': graphs, 'in_graphs': in_graphs}
-
-
-def kernels(counts: collections.Counter) -> int:
-  """Launches per call: every counted instruction but the bookkeeping."""
-  return sum(v for k, v in counts.items()
-             if k not in ('while', 'command_buffer'))
 
 
 def gpu_device(target_config: str):
@@ -159,14 +72,19 @@ def gpu_device(target_config: str):
   return topology.devices[0]
 
 
+def _target_field(target_config: str, name: str) -> int:
+  """An integer field of a GpuTargetConfig text proto's device info."""
+  with open(target_config) as f:
+    m = re.search(rf'^\s*{name}:\s*(\d+)', f.read(), re.M)
+  if not m:
+    raise ValueError(f'{target_config} has no {name}')
+  return int(m.group(1))
+
+
 def device_memory_bytes(target_config: str) -> int:
   """`device_memory_size` of a GpuTargetConfig text proto: the card's total
   memory as the CUDA driver reports it."""
-  with open(target_config) as f:
-    m = re.search(r'^\s*device_memory_size:\s*(\d+)', f.read(), re.M)
-  if not m:
-    raise ValueError(f'{target_config} has no device_memory_size')
-  return int(m.group(1))
+  return _target_field(target_config, 'device_memory_size')
 
 
 def _abstract(tree, sharding):
@@ -223,8 +141,10 @@ def inception_program(batch: int, dtype: str, fold: bool, sharding):
       _abstract(params, sharding), x)
 
 
-def measure(name: str, jitted, args, options=None, **fields) -> dict:
-  """Compiles `jitted` for `args` (with XLA `options`); one JSON row.
+def measure(name: str, jitted, args, options=None, bandwidth=None,
+            **fields) -> dict:
+  """Compiles `jitted` for `args` (with XLA `options`); one JSON row, with
+  the program's `roofline` on a device of `bandwidth` bytes/s if given.
 
   XLA dumps the program into a temporary folder (its thunk sequence is
   where CUDA graphs show: `thunks`); compile_s includes the dump.
@@ -241,9 +161,12 @@ def measure(name: str, jitted, args, options=None, **fields) -> dict:
     if sequences:  # The step's module: the largest.
       with open(max(sequences, key=os.path.getsize)) as f:
         launches = thunks(f.read())
-  counts = census(compiled.as_text())
+  text = compiled.as_text()
+  counts = census(text)
+  bound = roofline(text, bandwidth) if bandwidth else {}
   return {'bench': 'gpu_hlo', 'workload': name, **fields,
-          'kernels': kernels(counts), **launches, 'compile_s': compile_s,
+          'kernels': kernels(counts), **launches, **bound,
+          'compile_s': compile_s,
           'xla_options': options or {}, 'census': dict(counts.most_common()),
           **benchlib.environment()}
 
@@ -280,6 +203,7 @@ def main(argv=None):
   args = parser.parse_args(argv)
   options = dict(o.split('=', 1) for o in args.xla_options)
   sharding = jax.sharding.SingleDeviceSharding(gpu_device(args.target_config))
+  bandwidth = _target_field(args.target_config, 'memory_bandwidth')
   rows = []
   for spec, forms, dtype in itertools.product(args.workloads, args.conv_forms,
                                               args.dtypes):
@@ -290,8 +214,8 @@ def main(argv=None):
       for fold in args.inception_fold_bn:
         jitted, a = inception_program(int(batch), dtype, fold == 'on',
                                       sharding)
-        rows.append(measure(name, jitted, a, options, batch=int(batch),
-                            dtype=dtype, conv_forms=forms,
+        rows.append(measure(name, jitted, a, options, bandwidth,
+                            batch=int(batch), dtype=dtype, conv_forms=forms,
                             fold_bn=fold == 'on'))
         print(json.dumps(rows[-1]), flush=True)
       continue
@@ -300,8 +224,9 @@ def main(argv=None):
       os.environ['MEDJAX_BATCHNORM'] = bn  # Read when the step is traced.
       jitted, a = train_program(name, int(batch), dtype, pack == 'on',
                                 sharding, layout)
-      rows.append(measure(name, jitted, a, options, batch=int(batch),
-                          dtype=dtype, conv_forms=forms, batchnorm=bn,
+      rows.append(measure(name, jitted, a, options, bandwidth,
+                          batch=int(batch), dtype=dtype, conv_forms=forms,
+                          batchnorm=bn,
                           pack_state=pack == 'on',
                           state_kernel_layout=layout))
       print(json.dumps(rows[-1]), flush=True)
@@ -309,7 +234,8 @@ def main(argv=None):
         f'XLA options: {options or "-"}.\n\n'
         '| workload | batch | dtype | variant | kernels | cuDNN convs | '
         'fusions | copies | launches (CUDA graphs; kernels in them) | '
-        'compile s |\n|---|---|---|---|---|---|---|---|---|---|')
+        'roofline ms (compute; memory) | compile s |\n'
+        '|---|---|---|---|---|---|---|---|---|---|---|')
   for r in rows:
     c = r['census']
     variant = ', '.join(
@@ -326,7 +252,9 @@ def main(argv=None):
     print(f"| {r['workload']} | {r['batch']} | {r['dtype']} | {variant} | "
           f"{r['kernels']} | {convs} | {fusions} | {c.get('copy', 0)} | "
           f"{r.get('launches', '-')} ({r.get('graphs', '-')}; "
-          f"{r.get('in_graphs', '-')}) | {r['compile_s']:.1f} |")
+          f"{r.get('in_graphs', '-')}) | {r['roofline_ms']:.2f} "
+          f"({r['compute_ms']:.2f}; {r['memory_ms']:.2f}) | "
+          f"{r['compile_s']:.1f} |")
   return rows
 
 

@@ -136,6 +136,7 @@ def measure(config, batch_size: int, steps: int, warmup: int,
       'step_ms': 1e3 * step_s, 'host_loop_ms': 1e3 * loop_s,
       'compile_s': compile_s, 'gflop_per_image': flops / batch_size / 1e9,
       **benchlib.utilisation(flops, step_s),
+      **benchlib.roofline(compiled, step_s),
       **{f'step_{k}': v for k, v in memory.items()},
       **benchlib.peak_memory(), **benchlib.environment(), **profile,
   }

@@ -3,6 +3,8 @@
 import json
 import os
 
+import pytest
+
 from tests.conftest import REPO, load_bench, tiny_flags
 from tests.test_sr import sr_config
 
@@ -166,3 +168,88 @@ def test_gpu_hlo_thunks_count_what_the_host_launches():
 """
   assert bench.thunks(text) == {'launches': 4, 'graphs': 1, 'in_graphs': 3}
   assert bench.thunks('') == {'launches': 0, 'graphs': 0, 'in_graphs': 0}
+
+
+def test_gpu_hlo_roofline_charges_flops_and_bytes_per_kernel():
+  """Each kernel: max(FLOPs / peak of its operand type, bytes / bandwidth);
+  cuDNN scratch is not traffic, an operand read twice is read once, and
+  the kernels inside a command buffer count like the others."""
+  bench = load_bench('hlo_cost')
+  hlo = '''HloModule m, is_scheduled=true
+
+%fused_add (p: f32[4]) -> f32[4] {
+  %p = f32[4]{0} parameter(0)
+  ROOT %a = f32[4]{0} add(%p, %p)
+}
+
+%gemm (a: bf16[8,32], b: bf16[32,16]) -> f32[8,16] {
+  %a = bf16[8,32]{1,0} parameter(0)
+  %b = bf16[32,16]{1,0} parameter(1)
+  ROOT %d = f32[8,16]{1,0} dot(%a, %b), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+%command_buffer (q: f32[4]) -> f32[4] {
+  %q = f32[4]{0} parameter(0)
+  ROOT %g = f32[4]{0} fusion(%q), kind=kLoop, calls=%fused_add
+}
+
+ENTRY %main (x: bf16[2,8,8,4], w: bf16[6,3,3,4], a: bf16[8,32], b: bf16[32,16], v: f32[4]) -> f32[4] {
+  %x = bf16[2,8,8,4]{3,2,1,0} parameter(0)
+  %w = bf16[6,3,3,4]{3,2,1,0} parameter(1)
+  %a = bf16[8,32]{1,0} parameter(2)
+  %b = bf16[32,16]{1,0} parameter(3)
+  %v = f32[4]{0} parameter(4)
+  %c = (bf16[2,8,8,6]{3,2,1,0}, u8[4096]{0}) custom-call(%x, %w), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_o01i->b01f, custom_call_target="__cudnn$convForward"
+  %y = bf16[2,8,8,6]{3,2,1,0} get-tuple-element(%c), index=0
+  %dx = (bf16[2,8,8,4]{3,2,1,0}, u8[64]{0}) custom-call(%y, %w), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_o01i->b01f, custom_call_target="__cudnn$convBackwardInput"
+  %m = f32[8,16]{1,0} fusion(%a, %b), kind=kCustom, calls=%gemm, backend_config={"fusion_backend_config":{"kind":"__triton_gemm"}}
+  ROOT %cb = f32[4]{0} call(%v), to_apply=%command_buffer
+}
+'''
+  got = bench.roofline(hlo, bandwidth=1e9, peaks={'bf16': 1e8, 'f32': 1e7})
+  conv_flops = 2 * (2 * 8 * 8 * 6) * (3 * 3 * 4)  # Output x taps x inputs.
+  conv_bytes = 2 * (2 * 8 * 8 * 4 + 6 * 3 * 3 * 4 + 2 * 8 * 8 * 6)
+  gemm_flops, gemm_bytes = 2 * 8 * 16 * 32, 2 * (8 * 32 + 32 * 16) + 4 * 128
+  add_bytes = 4 * 4 + 4 * 4
+  dx_bytes = conv_bytes  # Reads y and w, writes dx.
+  assert got['gflop'] * 1e9 == pytest.approx(2 * conv_flops + gemm_flops)
+  assert got['gbyte'] * 1e9 == pytest.approx(
+      conv_bytes + dx_bytes + gemm_bytes + add_bytes)
+  want = {
+      'custom-call:__cudnn$convForward': max(conv_flops / 1e8,
+                                             conv_bytes / 1e9),
+      'custom-call:__cudnn$convBackwardInput': max(conv_flops / 1e8,
+                                                   dx_bytes / 1e9),
+      'fusion:kCustom:__triton_gemm': max(gemm_flops / 1e8, gemm_bytes / 1e9),
+      'fusion:kLoop': add_bytes / 1e9}
+  assert got['roofline_ms_by_category'] == pytest.approx(
+      {k: 1e3 * v for k, v in want.items()})
+  assert got['roofline_ms'] == pytest.approx(1e3 * sum(want.values()))
+  assert got['roofline_ms'] >= max(got['compute_ms'], got['memory_ms'])
+
+
+def test_rows_timed_on_a_gpu_carry_the_roofline():
+  """A row's roofline uses its chip's bandwidth and peaks, and the fraction
+  is the bound over the measured time; CPUs get none."""
+  benchlib = load_bench('benchlib')
+
+  class Compiled:
+    def as_text(self):
+      return """HloModule m
+
+%fused_neg (p: f32[1000]) -> f32[1000] {
+  %p = f32[1000]{0} parameter(0)
+  ROOT %n = f32[1000]{0} negate(%p)
+}
+
+ENTRY %main (x: f32[1000]) -> f32[1000] {
+  %x = f32[1000]{0} parameter(0)
+  ROOT %f = f32[1000]{0} fusion(%x), kind=kLoop, calls=%fused_neg
+}
+"""
+  got = benchlib.roofline(Compiled(), 1e-3, 'NVIDIA H200')
+  assert got['roofline_ms'] == pytest.approx(1e3 * 8000 / 4.8e12)
+  assert got['roofline_fraction'] == pytest.approx(8000 / 4.8e12 / 1e-3)
+  assert benchlib.roofline(Compiled(), 1e-3, 'NVIDIA H100 PCIe')[
+      'roofline_ms'] == pytest.approx(1e3 * 8000 / 2.0e12)
+  assert benchlib.roofline(Compiled(), 1e-3, 'cpu') == {}
