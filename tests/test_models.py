@@ -126,6 +126,34 @@ def test_fast_weight_gradient_equals_xla(h, k, s, pad, d, cin, cout,
       rtol=1e-5, atol=1e-5 * np.abs(want_dw).max())
 
 
+def test_gpu_weight_gradient_multiplies_in_bfloat16_sums_in_float32(
+    monkeypatch):
+  """Under the GPU rules the k*k-matmul weight gradient of bfloat16 tensors
+  feeds them to the dots as they are, with float32 accumulation (bf16 x
+  bf16 products are exact in float32: the same sums as casting first, at
+  half the bytes of the taps), while the CPU rule casts first (XLA:CPU has
+  no bf16 x bf16 -> f32 dot)."""
+  x = jax.random.normal(jax.random.key(0), (2, 5, 6, 8), jnp.bfloat16)
+  dy = jax.random.normal(jax.random.key(1), (2, 10, 12, 3), jnp.bfloat16)
+  args = (x, dy, (4, 4, 8, 3), (1, 1), ((2, 2), (2, 2)), (2, 2))
+  got = {}
+  for rule in ('cpu', 'gpu', 'gemm'):
+    monkeypatch.setattr(conv, 'forms_rule', lambda rule=rule: rule)
+    # A new function each time: jax caches traces per function.
+    jaxpr = jax.make_jaxpr(lambda x, dy: conv.weight_grad(x, dy, *args[2:]))(
+        *args[:2])
+    dots = [e for e in jaxpr.eqns if e.primitive.name == 'dot_general']
+    assert len(dots) == 16 and all(
+        e.params['preferred_element_type'] == jnp.float32 for e in dots)
+    operand_types = {v.aval.dtype for e in dots for v in e.invars}
+    assert operand_types == {jnp.dtype(jnp.float32 if rule == 'cpu'
+                                       else jnp.bfloat16)}
+    got[rule] = conv.weight_grad(*args)
+    assert got[rule].dtype == jnp.float32
+  np.testing.assert_allclose(got['gpu'], got['cpu'], rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(got['gemm'], got['gpu'])
+
+
 @pytest.mark.parametrize('h,k,s,pad,transposed', [
     (8, 4, 2, (1, 1), False), (9, 4, 2, (2, 1), False), (8, 6, 3, (1, 2), False),
     (4, 4, 2, (2, 2), True), (5, 6, 3, (3, 4), True), (3, 4, 2, (3, 3), True)])
