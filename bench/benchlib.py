@@ -152,7 +152,8 @@ def roofline(compiled, seconds: float,
     {'roofline_ms': `hlo_cost.roofline`'s bound at this chip's bandwidth
     and peaks (H100 SXM's per-type peaks scaled by its bf16 peak),
     'roofline_fraction': the bound over the measured time}; {} for chips
-    not in `BANDWIDTH` (CPUs, TPUs: their programs are not GPU kernels).
+    not in `BANDWIDTH` (CPUs, TPUs: their programs are not GPU kernels);
+    {'roofline_error'} if the program's text cannot be read.
   """
   kind = device_kind or jax.devices()[0].device_kind
   bandwidth = next((v for k, v in BANDWIDTH if kind.startswith(k)), None)
@@ -160,9 +161,13 @@ def roofline(compiled, seconds: float,
   if bandwidth is None or peak is None:
     return {}
   scale = peak * 1e12 / hlo_cost.PEAK_FLOPS['bf16']
-  bound = hlo_cost.roofline(
-      compiled.as_text(), bandwidth,
-      {k: v * scale for k, v in hlo_cost.PEAK_FLOPS.items()})
+  try:
+    bound = hlo_cost.roofline(
+        compiled.as_text(), bandwidth,
+        {k: v * scale for k, v in hlo_cost.PEAK_FLOPS.items()})
+  except Exception as e:  # pylint: disable=broad-except
+    # HLO text this parser does not know must not cost the measurement.
+    return {'roofline_error': f'{type(e).__name__}: {e}'[:200]}
   return {'roofline_ms': bound['roofline_ms'],
           'roofline_fraction': bound['roofline_ms'] / 1e3 / seconds}
 

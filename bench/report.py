@@ -132,7 +132,7 @@ def compare_steps(rows: Sequence[Row]) -> list[Row]:
     One dict per (workload, batch): `pytorch_<mode>` img/s ('error' if every
     run of it failed, None if absent), `pytorch_best` (over non-error modes),
     `pytorch_best_mode`; per dtype `medjax_`, `ratio_` (over best), `mfu_`,
-    `compile_s_`, `peak_memory_mb_`; `missing` (dtypes without a figure),
+    `roofline_` (the program's roofline over the measured time), `compile_s_`, `peak_memory_mb_`; `missing` (dtypes without a figure),
     `goal`, `met` (None: unknown), `runs` ({column: runs} for medians).
   """
   ref = _group((r for r in rows if r.get('bench', 'reference') == 'reference'
@@ -159,6 +159,7 @@ def compare_steps(rows: Sequence[Row]) -> list[Row]:
     for d in DTYPES:
       group = mj.get((w, b, d), [])
       for name, field in (('medjax', 'images_per_s'), ('mfu', 'mfu'),
+                          ('roofline', 'roofline_fraction'),
                           ('compile_s', 'compile_s'),
                           ('peak_memory_mb', 'peak_memory_mb')):
         row[f'{name}_{d}'] = _median(group, field)
@@ -362,7 +363,8 @@ def _step_cells(r: Row, c: Callable) -> list[str]:
           *(c(r, f'pytorch_{m}', IMG_S) for m in TORCH_MODES), best,
           *(c(r, f'medjax_{d}', IMG_S) for d in DTYPES),
           *(RATIO(r[f'ratio_{d}']) for d in DTYPES), r['goal'], met,
-          pair('mfu', PCT), pair('compile_s', SEC), pair('peak_memory_mb', MB)]
+          pair('mfu', PCT), pair('roofline', PCT), pair('compile_s', SEC),
+          pair('peak_memory_mb', MB)]
 
 
 SECTIONS = {  # table: (title, header, cells(row, marked cell))
@@ -371,7 +373,7 @@ SECTIONS = {  # table: (title, header, cells(row, marked cell))
         'PyTorch bf16 channels-last eager', 'PyTorch bf16 compile',
         'PyTorch best', 'medjax fp32', 'medjax bf16', 'medjax fp32 / best',
         'medjax bf16 / best', 'goal', 'met?', 'medjax MFU (fp32 / bf16)',
-        'compile s (fp32 / bf16)', 'peak MB (fp32 / bf16)'], _step_cells),
+        'of roofline (fp32 / bf16)', 'compile s (fp32 / bf16)', 'peak MB (fp32 / bf16)'], _step_cells),
     'fixed_cost': ('Fixed cost per step (a line through two batches)', [
         'workload', 'dtype', 'batches', 'step ms', 'fixed ms',
         'ms per image', 'fixed share', 'host loop ms (smaller batch)'],

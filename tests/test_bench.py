@@ -253,3 +253,8 @@ ENTRY %main (x: f32[1000]) -> f32[1000] {
   assert benchlib.roofline(Compiled(), 1e-3, 'NVIDIA H100 PCIe')[
       'roofline_ms'] == pytest.approx(1e3 * 8000 / 2.0e12)
   assert benchlib.roofline(Compiled(), 1e-3, 'cpu') == {}
+  broken = Compiled()
+  broken.as_text = lambda: (  # A convolution of an undefined operand.
+      'ENTRY %main () -> f32[4] {\n  %c = (f32[4]) custom-call(%y), '
+      'custom_call_target="__cudnn$convForward"\n}')
+  assert 'roofline_error' in benchlib.roofline(broken, 1e-3, 'NVIDIA H200')

@@ -25,7 +25,7 @@ def _train(model, size, batch, dtype, img_s, **extra):
   return {'bench': 'train_step', 'model': model, 'image_size': size,
           'batch': batch, 'dtype': dtype, 'images_per_s': img_s,
           'step_ms': 1e3 * batch / img_s, 'compile_s': 10.0, 'mfu': 0.25,
-          'peak_memory_mb': 2048.0, 'device': H100, **extra}
+          'roofline_fraction': 0.4, 'peak_memory_mb': 2048.0, 'device': H100, **extra}
 
 
 def _log(*rows):
@@ -182,7 +182,7 @@ def test_markdown_formats_cells_and_footnotes():
   assert dcgan == (
       '| dcgan64 | 128 | 10,000 | 17,000 | error | 17,000 (bf16 CL) | 42,500 |'
       ' 40,000* | 2.50 | 2.35 | each dtype >= 2x best | yes | 25.0% / 25.0% |'
-      ' 10.0 / 10.0 | 2,048 / 2,048 |')
+      ' 40.0% / 40.0% | 10.0 / 10.0 | 2,048 / 2,048 |')
   srgan = next(l for l in lines if l.startswith('| srgan_x4_96 |'))
   assert srgan.split(' | ')[2:6] == ['-', '-', '-', '-']
   assert '| yes (fp32 not measured) |' in next(
