@@ -203,6 +203,7 @@ ENTRY %main (x: bf16[2,8,8,4], w: bf16[6,3,3,4], a: bf16[8,32], b: bf16[32,16], 
   %y = bf16[2,8,8,6]{3,2,1,0} get-tuple-element(%c), index=0
   %dx = (bf16[2,8,8,4]{3,2,1,0}, u8[64]{0}) custom-call(%y, %w), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_o01i->b01f, custom_call_target="__cudnn$convBackwardInput"
   %m = f32[8,16]{1,0} fusion(%a, %b), kind=kCustom, calls=%gemm, backend_config={"fusion_backend_config":{"kind":"__triton_gemm"}}
+  %l = (bf16[8,16]{1,0}, s8[256]{0}) custom-call(%a, %b), custom_call_target="__cublas$gemm", backend_config={"gemm_backend_config":{"dot_dimension_numbers":{"lhs_contracting_dimensions":["1"],"rhs_contracting_dimensions":["0"]}}}
   ROOT %cb = f32[4]{0} call(%v), to_apply=%command_buffer
 }
 '''
@@ -211,16 +212,18 @@ ENTRY %main (x: bf16[2,8,8,4], w: bf16[6,3,3,4], a: bf16[8,32], b: bf16[32,16], 
   conv_bytes = 2 * (2 * 8 * 8 * 4 + 6 * 3 * 3 * 4 + 2 * 8 * 8 * 6)
   gemm_flops, gemm_bytes = 2 * 8 * 16 * 32, 2 * (8 * 32 + 32 * 16) + 4 * 128
   add_bytes = 4 * 4 + 4 * 4
+  cublas_bytes = 2 * (8 * 32 + 32 * 16) + 2 * 128  # Its workspace is not.
   dx_bytes = conv_bytes  # Reads y and w, writes dx.
-  assert got['gflop'] * 1e9 == pytest.approx(2 * conv_flops + gemm_flops)
+  assert got['gflop'] * 1e9 == pytest.approx(2 * conv_flops + 2 * gemm_flops)
   assert got['gbyte'] * 1e9 == pytest.approx(
-      conv_bytes + dx_bytes + gemm_bytes + add_bytes)
+      conv_bytes + dx_bytes + gemm_bytes + cublas_bytes + add_bytes)
   want = {
       'custom-call:__cudnn$convForward': max(conv_flops / 1e8,
                                              conv_bytes / 1e9),
       'custom-call:__cudnn$convBackwardInput': max(conv_flops / 1e8,
                                                    dx_bytes / 1e9),
       'fusion:kCustom:__triton_gemm': max(gemm_flops / 1e8, gemm_bytes / 1e9),
+      'custom-call:__cublas$gemm': max(gemm_flops / 1e8, cublas_bytes / 1e9),
       'fusion:kLoop': add_bytes / 1e9}
   assert got['roofline_ms_by_category'] == pytest.approx(
       {k: 1e3 * v for k, v in want.items()})
