@@ -36,6 +36,15 @@ def _computations(hlo_text: str) -> tuple[dict[str, list[str]], str]:
   return comps, entry
 
 
+def _split(line: str) -> tuple[str, str, str, str]:
+  """(name, shape text, opcode, text after ' = ') of an instruction line."""
+  lhs, rhs = line.removeprefix('ROOT ').split(' = ', 1)
+  m = _OPCODE.search(rhs)
+  if not m:
+    return lhs.lstrip('%'), rhs, rhs.split('(')[0].split()[-1], rhs
+  return lhs.lstrip('%'), rhs[:m.start() + 1], m.group(1), rhs
+
+
 def _launched(hlo_text: str):
   """Yields (category, instruction line, shapes, computations) for every
   kernel-launching instruction of an optimized GPU HLO module: the entry
@@ -48,10 +57,7 @@ def _launched(hlo_text: str):
   def walk(name):
     shapes = {}
     for line in comps.get(name, []):
-      lhs, rhs = line.removeprefix('ROOT ').split(' = ', 1)
-      m = _OPCODE.search(rhs)
-      op = m.group(1) if m else rhs.split('(')[0].split()[-1]
-      shapes[lhs.lstrip('%')] = rhs[:m.start() + 1] if m else rhs
+      var, shapes[var], op, rhs = _split(line)
       if op in _FREE:
         continue
       if op == 'while':
@@ -120,12 +126,13 @@ def _operands(rhs: str) -> list[str]:
   return re.findall(r'%([\w.-]+)', inside.split(')', 1)[0])
 
 
-def _conv_flops(target: str, rhs: str, shapes: dict) -> tuple[int, str]:
+def _conv_flops(target: str, line: str, shapes: dict) -> tuple[int, str]:
   """FLOPs and operand type of a cuDNN convolution custom call: 2 x the
   forward output's elements x the kernel's elements per output feature,
   whichever of the three tensors the call reads and writes."""
+  _, shape, _, rhs = _split(line)
   ins = [_arrays(shapes[o])[0] for o in _operands(rhs)[:2]]
-  out = _arrays(rhs.split(' custom-call(')[0])[0]
+  out = _arrays(shape)[0]
   kernel_labels = re.search(r'dim_labels=\w+_(\w+)->', rhs).group(1)
   if 'BackwardFilter' in target:
     kernel, y = out[1], ins[1][1]
@@ -140,8 +147,8 @@ def _conv_flops(target: str, rhs: str, shapes: dict) -> tuple[int, str]:
 def _dot_flops(dot_line: str, shapes: dict) -> tuple[int, str]:
   """FLOPs and operand type of an HLO dot: 2 x output elements x the
   contracted size."""
-  _, rhs = dot_line.removeprefix('ROOT ').split(' = ', 1)
-  out = _arrays(rhs[:_OPCODE.search(rhs).start() + 1])[0][1]
+  _, shape, _, rhs = _split(dot_line)
+  out = _arrays(shape)[0][1]
   lhs_type, lhs = _arrays(shapes[_operands(rhs)[0]])[0]
   dims = re.search(r'lhs_contracting_dims=\{([\d,]*)\}', rhs).group(1)
   contracted = math.prod(lhs[int(d)] for d in dims.split(',') if d)
@@ -153,13 +160,11 @@ def _fusion_flops(rhs: str, comps: dict) -> tuple[int, str]:
   callee = re.search(r'calls=%([\w.-]+)', rhs).group(1)
   flops, dtype, shapes = 0, 'f32', {}
   for line in comps.get(callee, []):
-    lhs, body = line.removeprefix('ROOT ').split(' = ', 1)
-    m = _OPCODE.search(body)
-    shapes[lhs.lstrip('%')] = body[:m.start() + 1] if m else body
-    if m and m.group(1) == 'dot':
+    var, shapes[var], op, body = _split(line)
+    if op == 'dot':
       f, dtype = _dot_flops(line, shapes)
       flops += f
-    elif m and m.group(1) == 'fusion':  # Nested (Triton) fusions.
+    elif op == 'fusion':  # Nested (Triton) fusions.
       f, t = _fusion_flops(body, comps)
       flops, dtype = flops + f, t if f else dtype
   return flops, dtype
@@ -194,14 +199,14 @@ def roofline(hlo_text: str, bandwidth: float,
   for category, line, shapes, comps in _launched(hlo_text):
     if category in ('while', 'command_buffer'):
       continue
-    rhs = line.removeprefix('ROOT ').split(' = ', 1)[1]
-    results = _arrays(rhs[:_OPCODE.search(rhs).start() + 1])
+    _, shape, _, rhs = _split(line)
+    results = _arrays(shape)
     flops, dtype = 0, 'f32'
     if category.startswith('custom-call:'):
       target = category.split(':', 1)[1]
       results = results[:1]  # The rest is scratch.
       if target.startswith('__cudnn$conv'):
-        flops, dtype = _conv_flops(target, rhs, shapes)
+        flops, dtype = _conv_flops(target, line, shapes)
       elif target.startswith('__cublas'):
         config = re.search(r'"lhs_contracting_dimensions":\[([^\]]*)\]',
                            rhs)
