@@ -155,8 +155,11 @@ def measure(name: str, jitted, args, options=None, bandwidth=None,
         **(options or {}), 'xla_dump_to': dump,
         'xla_dump_hlo_pass_re': 'NONE'})
     compile_s = time.perf_counter() - t
+    # XLA writes the sequence after its thunk passes only where they changed
+    # it (e.g. made CUDA graphs); otherwise the first one is final.
     sequences = glob.glob(os.path.join(
-        dump, '*.thunk_sequence_after_thunk_passes.txt'))
+        dump, '*.thunk_sequence_after_thunk_passes.txt')) or glob.glob(
+            os.path.join(dump, '*.thunk_sequence.txt'))
     launches = {}
     if sequences:  # The step's module: the largest.
       with open(max(sequences, key=os.path.getsize)) as f:
