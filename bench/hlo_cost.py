@@ -144,15 +144,20 @@ def _conv_flops(target: str, line: str, shapes: dict) -> tuple[int, str]:
   return 2 * math.prod(y) * per_output, ins[0][0]
 
 
-def _dot_flops(dot_line: str, shapes: dict) -> tuple[int, str]:
-  """FLOPs and operand type of an HLO dot: 2 x output elements x the
-  contracted size."""
-  _, shape, _, rhs = _split(dot_line)
+# Where a dot's, and a cuBLAS call's, contracted dimensions of the lhs are.
+_DOT_DIMS = r'lhs_contracting_dims=\{([\d,]*)\}'
+_CUBLAS_DIMS = r'"lhs_contracting_dimensions":\[([^\]]*)\]'
+
+
+def _matmul_flops(line: str, shapes: dict, dims_re: str) -> tuple[int, str]:
+  """FLOPs and operand type of a dot or cuBLAS call: 2 x output elements x
+  the contracted size (the lhs dimensions `dims_re` finds)."""
+  _, shape, _, rhs = _split(line)
   out = _arrays(shape)[0][1]
   lhs_type, lhs = _arrays(shapes[_operands(rhs)[0]])[0]
-  dims = re.search(r'lhs_contracting_dims=\{([\d,]*)\}', rhs).group(1)
-  contracted = math.prod(lhs[int(d)] for d in dims.split(',') if d)
-  return 2 * math.prod(out) * contracted, lhs_type
+  m = re.search(dims_re, rhs)
+  dims = re.findall(r'\d+', m.group(1)) if m else []
+  return 2 * math.prod(out) * math.prod(lhs[int(d)] for d in dims), lhs_type
 
 
 def _fusion_flops(rhs: str, comps: dict) -> tuple[int, str]:
@@ -162,7 +167,7 @@ def _fusion_flops(rhs: str, comps: dict) -> tuple[int, str]:
   for line in comps.get(callee, []):
     var, shapes[var], op, body = _split(line)
     if op == 'dot':
-      f, dtype = _dot_flops(line, shapes)
+      f, dtype = _matmul_flops(line, shapes, _DOT_DIMS)
       flops += f
     elif op == 'fusion':  # Nested (Triton) fusions.
       f, t = _fusion_flops(body, comps)
@@ -208,13 +213,7 @@ def roofline(hlo_text: str, bandwidth: float,
       if target.startswith('__cudnn$conv'):
         flops, dtype = _conv_flops(target, line, shapes)
       elif target.startswith('__cublas'):
-        config = re.search(r'"lhs_contracting_dimensions":\[([^\]]*)\]',
-                           rhs)
-        a = _arrays(shapes[_operands(rhs)[0]])[0]
-        dims = re.findall(r'\d+', config.group(1)) if config else []
-        flops = 2 * math.prod(results[0][1]) * math.prod(
-            a[1][int(d)] for d in dims)
-        dtype = a[0]
+        flops, dtype = _matmul_flops(line, shapes, _CUBLAS_DIMS)
     elif category.startswith('fusion:'):
       flops, dtype = _fusion_flops(rhs, comps)
     nbytes = sum(_nbytes(shapes.get(o, '')) for o in set(_operands(rhs))) + sum(
@@ -237,7 +236,7 @@ def thunks(sequence_text: str) -> dict[str, int]:
   """What the GPU runtime launches per call, from XLA's thunk sequence.
 
   `sequence_text` is the `*.thunk_sequence_after_thunk_passes.txt` an XLA
-  dump writes: one line per thunk, commands captured into a CUDA graph
+  dump writes (`*.thunk_sequence.txt` where the passes changed nothing): one line per thunk, commands captured into a CUDA graph
   (`kCommandBuffer`) indented under it.
 
   Returns:
