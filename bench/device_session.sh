@@ -117,14 +117,22 @@ TS=(python3 bench/train_step.py --steps=$STEPS --warmup=$WARM --dtypes "${DTYPES
 REFPY=(python3 bench/reference.py --ref="$REF" --steps=$STEPS --warmup=$WARM)
 
 # Order, most wanted first, so that a budget cut loses the least: the
-# paper batches (DCGAN 128, SRGAN 16), each beside its reference; the
-# convolutions as GEMMs at those batches and behind the real SRGAN feed;
-# InceptionV3 plain and folded; D's passes as two calls (the check on a
-# default); the large batches; Inception's torch.compile reference; the
-# other A/B levers; the traces; the default pipelines; degradations; the
+# paper batches (DCGAN 128, SRGAN 16), each beside its reference, DCGAN's
+# also under the 'cudnn' conv rule; the convolutions as GEMMs at those
+# batches and behind the real SRGAN feed; InceptionV3 plain and folded; D's
+# passes as two calls (the check on a default); the large batches (DCGAN's
+# also under 'cudnn'); Inception's torch.compile reference; the other A/B
+# levers; the traces; the default pipelines; degradations; the
 # conv forms; the largest batch.
 stage dcgan_small medjax.log 90 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}"
 stage dcgan_small_ref reference.log 40 "${REFPY[@]}" --case=dcgan64 --batch_size "${DC_B[0]}" --modes "${MODES[@]}"
+# DCGAN under MEDJAX_CONV_FORMS=cudnn (medjax/models/conv.py, 2026-12-06):
+# each transposed convolution as the adjoint of a strided one (forward:
+# cuDNN's backward-data call; dW: its backward-filter call, not k*k taps),
+# every other convolution plain, as PyTorch runs them. H200 program bound
+# 1.51 -> 1.18 ms (float32), kernels 297 -> 235. Against dcgan_small (the
+# default); the large batch later.
+stage dcgan_cudnn medjax.log 90 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}" --conv_forms cudnn
 stage srgan_small medjax.log 120 "${TS[@]}" --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
 stage srgan_small_ref reference.log 50 "${REFPY[@]}" --case=srgan_x4_96 --batch_size "${SR_B[0]}" --modes "${MODES[@]}"
 # Convolutions as products of their patches where those fit 32 MB
@@ -163,6 +171,7 @@ stage two_d_calls_dcgan medjax.log 40 "${TS[@]}" --dtypes float32 --config.gan.o
 # The large batches beside their references, and as GEMMs where patches fit.
 stage dcgan_large medjax.log 90 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[@]:1}"
 stage dcgan_large_ref reference.log 40 "${REFPY[@]}" --case=dcgan64 --batch_size "${DC_B[@]:1}" --modes "${MODES[@]}"
+stage dcgan_cudnn_large medjax.log 90 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[@]:1}" --conv_forms cudnn
 stage srgan_large medjax.log 120 "${TS[@]}" --config=configs/srgan_brain.py --batch_size "${SR_B[@]:1}"
 stage srgan_large_ref reference.log 50 "${REFPY[@]}" --case=srgan_x4_96 --batch_size "${SR_B[@]:1}" --modes "${MODES[@]}"
 stage convs_gemm_large medjax.log 100 "${TS[@]}" --conv_forms gemm \

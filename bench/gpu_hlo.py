@@ -101,7 +101,8 @@ def abstract_step(config, batch: int, sharding) -> tuple:
   so the step compiles for a device this machine does not have.
 
   Returns:
-    (jitted step, state, {'image': images}, key, consts): the arguments are
+    (jitted step, state, {'image': images[, 'label': labels]}, key,
+    consts): the arguments are
     `jax.ShapeDtypeStruct`s carrying `sharding`.
   """
   task = trainers.get_task(config)
@@ -114,8 +115,12 @@ def abstract_step(config, batch: int, sharding) -> tuple:
       (batch, size, size, config.dataset.channels), jnp.uint8,
       sharding=sharding)
   key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=sharding)
+  data = {'image': images}
+  if config.model.get('num_classes'):  # Conditional GANs, classifiers.
+    data['label'] = jax.ShapeDtypeStruct((batch,), jnp.int32,
+                                         sharding=sharding)
   return (jax.jit(fn, donate_argnums=0), _abstract(state, sharding),
-          {'image': images}, key,
+          data, key,
           _abstract(jax.eval_shape(task.consts), sharding))
 
 
@@ -193,10 +198,10 @@ def main(argv=None):
                       help="train steps' BatchNorm layers: see "
                            'train_step.py')
   parser.add_argument('--conv_forms', nargs='+', default=['gpu'],
-                      choices=('gpu', 'gemm', 'off'),
+                      choices=('gpu', 'gemm', 'cudnn', 'off'),
                       help="medjax.models.conv's rules to compile with: "
-                           "'gpu' (what a GPU run uses), 'gemm' "
-                           "(MEDJAX_CONV_FORMS=gemm) or 'off'")
+                           "'gpu' (what a GPU run uses), 'gemm' or 'cudnn' "
+                           "(MEDJAX_CONV_FORMS=gemm, cudnn) or 'off'")
   parser.add_argument('--target_config', default=TARGET)
   parser.add_argument('--xla_options', nargs='*', default=[],
                       metavar='NAME=VALUE',
@@ -243,6 +248,7 @@ def main(argv=None):
     c = r['census']
     variant = ', '.join(
         v for v, on in (('convs as GEMMs', r['conv_forms'] == 'gemm'),
+                        ('cuDNN rule', r['conv_forms'] == 'cudnn'),
                         ('conv forms off', r['conv_forms'] == 'off'),
                         ('BN folded', r.get('fold_bn')),
                         ('BatchNorm fused', r.get('batchnorm') == 'fused'),

@@ -110,6 +110,23 @@ def test_train_step_bench_cli_takes_config_overrides(data_dir, capsys):
   assert packed['gflop_per_image'] == leaves['gflop_per_image']
 
 
+@pytest.mark.parametrize('name,labelled', [('dcgan_brain', False),
+                                            ('cdcgan_brain', True)])
+def test_gpu_hlo_abstract_step_feeds_labels_to_conditional_models(
+    name, labelled):
+  """The compile-only step gets the batch its trainer reads: images, and
+  labels where the model is conditional (StarGAN, cDCGAN, classifiers)."""
+  import jax
+  from medjax import config_lib
+  bench = load_bench('gpu_hlo')
+  config = config_lib.load_config_file(f'{REPO}/configs/{name}.py')
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices('cpu')[0])
+  jitted, state, data, key, consts = bench.abstract_step(config, 2, sharding)
+  assert ('label' in data) == labelled
+  _, metrics = jax.eval_shape(jitted, state, data, key, consts)
+  assert metrics
+
+
 def test_gpu_hlo_census_counts_launches_not_bookkeeping():
   bench = load_bench('gpu_hlo')
   hlo = '''HloModule m, is_scheduled=true

@@ -184,7 +184,9 @@ def test_forms_only_where_they_win(h, k, s, d, cin, cout, cpu, gpu,
   x = jnp.zeros((2, h, h, cin))
   w = jnp.zeros((k, k, cin, cout))
   pad = ((k - 1, k - 1),) * 2 if d > 1 else ((k // 2, (k - 1) // 2),) * 2
-  for rule, want in (('cpu', cpu), ('gpu', gpu), (None, False)):
+  # 'cudnn': as 'gpu' (its transposed ones as adjoints of strided ones).
+  for rule, want in (('cpu', cpu), ('gpu', gpu), ('cudnn', gpu),
+                     (None, False)):
     monkeypatch.setattr(conv, 'forms_rule', lambda rule=rule: rule)
 
     def loss(x, w):  # A new function per rule: jax caches traces.
@@ -192,6 +194,51 @@ def test_forms_only_where_they_win(h, k, s, d, cin, cout, cpu, gpu,
           x, w, (s, s), pad, lhs_dilation=(d, d),
           dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
     assert ('custom_vjp_call' in str(jax.make_jaxpr(loss)(x, w))) == want
+
+
+@pytest.mark.parametrize('h,k,s,pad,cout', [
+    (4, 4, 2, ((2, 2), (2, 2)), 3),   # DCGAN's ConvTranspose2d(4, 2, 1).
+    (5, 3, 2, ((1, 2), (0, 2)), 1),   # Uneven padding, one output channel.
+    (3, 4, 3, ((3, 1), (1, 0)), 2),   # Stride 3.
+    (2, 4, 2, ((3, 3), (3, 3)), 2),   # P = k - 1: PyTorch padding 0.
+    (3, 4, 2, ((4, 4), (4, 4)), 2)])  # P > k - 1: no adjoint.
+def test_transposed_convolution_as_the_adjoint_of_a_strided_one(
+    h, k, s, pad, cout, monkeypatch):
+  """A transposed convolution is the input gradient of a strided one:
+  under 'cudnn' its forward is one convolution with the kernel reversed
+  (which XLA's GPU compiler makes cuDNN's backward-data call of the strided
+  one) and its weight gradient the strided one's (cuDNN's backward-filter
+  call), not k*k tap products as under 'gpu'. Same values and gradients as
+  lax; without an adjoint, 'cudnn' is 'gpu'."""
+  x = jax.random.normal(jax.random.key(0), (2, h, h + 1, 3))
+  w = jax.random.normal(jax.random.key(1), (k, k, 3, cout))
+  adjoint = conv._adjoint_padding(w.shape, (1, 1), pad, (s, s))
+  assert (adjoint is None) == (pad[0][0] > k - 1)
+
+  def apply(fn):
+    return lambda x, w: fn(x, w, (1, 1), pad, lhs_dilation=(s, s),
+                           dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                           precision=lax.Precision.HIGHEST)
+
+  want = apply(lax.conv_general_dilated)(x, w)
+  g = jax.random.normal(jax.random.key(2), want.shape)
+  want_grads = jax.grad(lambda x, w: jnp.sum(
+      apply(lax.conv_general_dilated)(x, w) * g), (0, 1))(x, w)
+  for rule in ('gpu', 'cudnn'):
+    monkeypatch.setattr(conv, 'forms_rule', lambda rule=rule: rule)
+
+    def loss(x, w):  # A new function per rule: jax caches traces.
+      return jnp.sum(apply(conv.conv_general_dilated)(x, w) * g)
+    np.testing.assert_allclose(apply(conv.conv_general_dilated)(x, w), want,
+                               rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.grad(loss, (0, 1))(x, w), want_grads):
+      np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * np.abs(a).max())
+    grad = str(jax.make_jaxpr(jax.grad(loss, 1))(x, w))
+    taps = rule == 'gpu' or adjoint is None
+    assert grad.count('dot_general[') == (k * k if taps else 0)
+    forward = str(jax.make_jaxpr(apply(conv.conv_general_dilated))(x, w))
+    if adjoint is not None and rule == 'cudnn':
+      assert forward.count('conv_general_dilated[') == 1 and ' rev[' in forward
 
 
 def _train_step_jaxpr(name, rule, monkeypatch):
@@ -285,8 +332,9 @@ def test_conv_forms_switch(monkeypatch):
     results[choice] = jax.grad(loss, (0, 1))(x, w)
   for a, b in zip(results['on'], results['off']):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
-  monkeypatch.setenv('MEDJAX_CONV_FORMS', 'gemm')
-  assert conv.forms_rule() == 'gemm'
+  for choice in ('gemm', 'cudnn'):
+    monkeypatch.setenv('MEDJAX_CONV_FORMS', choice)
+    assert conv.forms_rule() == choice
   monkeypatch.setenv('MEDJAX_CONV_FORMS', 'auto')
   assert conv.forms_rule() == 'cpu'  # The tests run on the CPU.
   monkeypatch.setenv('MEDJAX_CONV_FORMS', 'fast')

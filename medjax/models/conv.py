@@ -48,6 +48,22 @@ overrides the backend rule for timing: 'on' uses the CPU rule on every
 backend, 'off' plain lax everywhere ('auto', the default: the backend's
 rule). bench/train_step.py's --conv_forms sets it.
 
+'cudnn' (opt-in, for GPUs; untimed yet) is the 'gpu' rule but for
+transposed convolutions, which it runs on the cuDNN calls PyTorch's
+ConvTranspose2d runs on. One with input dilation s and padding 0 <= P <=
+k-1 is the input gradient, the adjoint, of the stride-s convolution padded
+by k-1-P with the kernel flipped in space and I and O swapped
+(`_adjoint_padding`): its forward is that convolution's backward-data call,
+its dx the strided convolution, its dW the strided convolution's
+backward-filter call (the discriminator's own problems), with no phases,
+taps or slices. (Strided convolutions keep the space-to-depth dx: XLA makes
+a strided dx cuDNN's backward-data call only while the kernel it reads is
+still a `rev`; for SNGAN's spectrally normalised float32 kernels it was
+not, and the dx became a convolution of the zero-dilated gradient, s*s the
+FLOPs.) H200 programs compiled without a GPU (bench/NOTES.md, 2026-12-06):
+DCGAN's step bound 1.51 -> 1.23 ms at batch 128 in float32 (launches 97 ->
+89), 6.26 -> 4.67 ms at batch 1024 in bfloat16, 12.1 -> 8.82 in float32.
+
 'gemm' (opt-in, for GPUs; untimed yet) computes each convolution whose
 patches fit GEMM_MAX_BYTES (MEDJAX_CONV_GEMM_MB) as one matrix product of
 its patches (`_gemm_conv`) and the rest by the 'gpu' rule. XLA keeps cuDNN
@@ -76,7 +92,7 @@ def _is_nhwc(dimension_numbers, ndim: int) -> bool:
   return dn == lax.conv_dimension_numbers((1,) * 4, (1,) * 4, _NHWC)
 
 
-FORMS = ('auto', 'on', 'off', 'gemm')
+FORMS = ('auto', 'on', 'off', 'gemm', 'cudnn')
 
 
 def forms_rule() -> str | None:
@@ -89,7 +105,9 @@ def forms_rule() -> str | None:
     the rule of the default backend (None on TPU, where nothing is timed),
     'on' the CPU rule on any backend, 'off' None; 'gemm' (`MEDJAX_CONV_FORMS=
     gemm`): every convolution whose patches fit GEMM_MAX_BYTES as a matrix
-    product (`_gemm_conv`), the rest as 'gpu'.
+    product (`_gemm_conv`), the rest as 'gpu'; 'cudnn' (`MEDJAX_CONV_FORMS=
+    cudnn`): 'gpu', but transposed convolutions as the adjoint of a strided
+    one (`_adjoint_padding`).
   """
   choice = os.environ.get('MEDJAX_CONV_FORMS', 'auto')
   if choice not in FORMS:
@@ -97,7 +115,7 @@ def forms_rule() -> str | None:
   if choice == 'auto':
     backend = jax.default_backend()
     return backend if backend in ('cpu', 'gpu') else None
-  return {'on': 'cpu', 'off': None, 'gemm': 'gemm'}[choice]
+  return {'on': 'cpu', 'off': None, 'gemm': 'gemm', 'cudnn': 'cudnn'}[choice]
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
@@ -158,14 +176,16 @@ TAPS_MIN_AREA = 48 * 48
 def _form_applies(x_shape, w_shape, strides, padding, lhs_dil,
                   rule: str = 'cpu') -> bool:
   """Whether one of the forms above beats XLA for this convolution under
-  `rule` ('cpu' or 'gpu', see `forms_rule`); elsewhere plain `lax` is as
-  fast, compiles faster and needs less memory."""
+  `rule` ('cpu', 'gpu' or 'cudnn', see `forms_rule`); elsewhere plain `lax`
+  is as fast, compiles faster and needs less memory."""
   kh, kw, cin, cout = w_shape
   if any(d > 1 for d in lhs_dil):
-    return True  # Transposed: phases forward, k*k-matmul weight gradient.
+    # Transposed: phases forward, k*k-matmul weight gradient (under 'cudnn'
+    # the adjoint's calls where there is one).
+    return True
   if any(s > 1 for s in strides):
     return not kh % strides[0] and not kw % strides[1]  # Space-to-depth dx.
-  if rule == 'gpu':
+  if rule in ('gpu', 'cudnn'):
     # H200, 2026-11-26: all forms on made SRGAN's step (stride-1 ones) 14%
     # slower in float32 and 37% in bfloat16 (bench/NOTES.md).
     return False
@@ -343,6 +363,37 @@ def _transposed_as_phases(x, w, lhs_dil, padding, precision,
   return y.transpose(0, 1, 3, 2, 4, 5).reshape(b, mh * sh, mw * sw, cout)
 
 
+def _adjoint_padding(w_shape, strides, padding, lhs_dil):
+  """The padding of the strided convolution whose adjoint (input gradient)
+  is this transposed one, or None where there is none.
+
+  A convolution of the input dilated by s and padded by P (0 <= P <= k-1)
+  with kernel w is the adjoint of the stride-s convolution padded by k-1-P
+  with w flipped in space and its I/O swapped (`_adjoint_kernel`): the
+  stride-s convolution maps the output size, (H-1)*s + 1 + P_lo + P_hi - k
+  + 1, back to exactly H.
+  """
+  if not any(d > 1 for d in lhs_dil) or any(s != 1 for s in strides):
+    return None
+  pads = tuple((k - 1 - lo, k - 1 - hi)
+               for k, (lo, hi) in zip(w_shape[:2], padding))
+  if any(p < 0 or p > k - 1 for k, pair in zip(w_shape[:2], pads)
+         for p in pair):
+    return None
+  return pads
+
+
+def _adjoint_kernel(w):
+  """HWIO kernel flipped in space, I and O swapped (its own inverse)."""
+  return jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
+
+
+def _transposed_hw(x_shape, w_shape, lhs_dil, padding) -> tuple[int, int]:
+  """Output height and width of an input-dilated NHWC/HWIO convolution."""
+  return tuple((x_shape[1 + i] - 1) * lhs_dil[i] + 1 + sum(padding[i])
+               - w_shape[i] + 1 for i in range(2))
+
+
 def _lax_conv(x, w, strides, padding, lhs_dil, precision):
   return lax.conv_general_dilated(x, w, strides, padding, lhs_dilation=lhs_dil,
                                   dimension_numbers=_NHWC, precision=precision)
@@ -350,7 +401,19 @@ def _lax_conv(x, w, strides, padding, lhs_dil, precision):
 
 def _forward(x, w, strides, padding, lhs_dil, precision):
   """The forward value; transposed convolutions with >= 8 output channels
-  as phases (2x faster on XLA:CPU; with fewer, XLA's dilated form wins)."""
+  as phases (2x faster on XLA:CPU; with fewer, XLA's dilated form wins), or
+  under 'cudnn' as the transpose of their adjoint: one convolution with the
+  kernel reversed, which XLA's GPU compiler makes cuDNN's backward-data
+  call."""
+  pads = _adjoint_padding(w.shape, strides, padding, lhs_dil)
+  if pads is not None and forms_rule() == 'cudnn':
+    adjoint = functools.partial(_lax_conv, w=_adjoint_kernel(w),
+                                strides=lhs_dil, padding=pads, lhs_dil=(1, 1),
+                                precision=precision)
+    u = jax.ShapeDtypeStruct(
+        (x.shape[0], *_transposed_hw(x.shape, w.shape, lhs_dil, padding),
+         w.shape[3]), x.dtype)
+    return jax.linear_transpose(adjoint, u)(x)[0]
   if any(d > 1 for d in lhs_dil) and w.shape[-1] >= 8:
     y = _transposed_as_phases(x, w, lhs_dil, padding, precision)
     if y is not None:
@@ -390,6 +453,13 @@ def _conv_bwd(strides, padding, lhs_dil, precision, res, dy):
     _, vjp_w = jax.vjp(
         lambda w: _lax_conv(x, w, strides, padding, lhs_dil, precision), w)
     return dx, vjp_w(dy)[0]
+  pads = _adjoint_padding(w.shape, strides, padding, lhs_dil)
+  if pads is not None and forms_rule() == 'cudnn':
+    # The adjoint's own weight gradient (dy its input, x its output
+    # cotangent): cuDNN's backward-filter call of a strided convolution.
+    _, vjp_v = jax.vjp(lambda v: _lax_conv(dy, v, lhs_dil, pads, (1, 1),
+                                           precision), _adjoint_kernel(w))
+    return dx, _adjoint_kernel(vjp_v(x)[0]).astype(w.dtype)
   return dx, weight_grad(x, dy, w.shape, strides, padding, lhs_dil
                          ).astype(w.dtype)
 
