@@ -119,11 +119,12 @@ REFPY=(python3 bench/reference.py --ref="$REF" --steps=$STEPS --warmup=$WARM)
 # Order, most wanted first, so that a budget cut loses the least: the
 # paper batches (DCGAN 128, SRGAN 16), each beside its reference, DCGAN's
 # also under the 'cudnn' conv rule; the convolutions as GEMMs at those
-# batches and behind the real SRGAN feed; InceptionV3 plain and folded; D's
-# passes as two calls (the check on a default); the large batches (DCGAN's
-# also under 'cudnn'); Inception's torch.compile reference; the other A/B
-# levers; the traces; the default pipelines; degradations; the
-# conv forms; the largest batch.
+# batches and behind the real SRGAN feed; InceptionV3 plain and folded;
+# traces of the paper-batch steps and of InceptionV3; D's passes as two
+# calls (the check on a default); the large batches (DCGAN's also under
+# 'cudnn'); Inception's torch.compile reference; the other A/B levers; the
+# GEMM SRGAN step's trace; the default pipelines; degradations; the conv
+# forms; the largest batch.
 stage dcgan_small medjax.log 90 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}"
 stage dcgan_small_ref reference.log 40 "${REFPY[@]}" --case=dcgan64 --batch_size "${DC_B[0]}" --modes "${MODES[@]}"
 # DCGAN under MEDJAX_CONV_FORMS=cudnn (medjax/models/conv.py, 2026-12-06):
@@ -160,6 +161,21 @@ stage inception medjax.log 70 python3 bench/metrics.py --cases inception_fid --i
 # ReLU, which XLA can give cuDNN as one fused call; a per-channel scale after
 # the convolution it cannot): against the rows just above.
 stage inception_fold medjax.log 70 python3 bench/metrics.py --cases inception_fid --inception_batch=$INC_B --dtypes "${DTYPES[@]}" --iters=$STEPS --warmup=$WARM --inception_fold_bn on
+# Traces (bench/trace_summary.py reads prof.tar.gz here): DCGAN and SRGAN
+# steps (compiles are cache hits of the stages above) and InceptionV3 in
+# bfloat16, the goal furthest off (0.71x torch.compile on the H200, at 28%
+# of its roofline): early, since no GPU trace has come back yet and every
+# open goal's next step depends on where the device time goes.
+stage profile profile.log 60 "${TS[@]}" --dtypes float32 --steps=2 --warmup=1 \
+  --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}" --profile_dir /tmp/medjax_prof
+stage profile_srgan profile.log 60 "${TS[@]}" --dtypes float32 --steps=2 --warmup=1 \
+  --config=configs/srgan_brain.py --batch_size "${SR_B[0]}" --profile_dir /tmp/medjax_prof
+stage profile_inception profile.log 60 python3 bench/metrics.py --cases inception_fid \
+  --inception_batch=$INC_B --dtypes "${DTYPES[-1]}" --iters=2 --warmup=1 --profile_dir /tmp/medjax_prof
+# Packed now, so that a later cut keeps them; the trace JSON and HLO only:
+# the xplane.pb files (trace_summary.py does not read them) could push the
+# archive past the 16 MB a returned file may have.
+[[ -d /tmp/medjax_prof ]] && tar czf "$OUT/prof.tar.gz" --exclude="*.xplane.pb" -C /tmp medjax_prof
 # D's real and fake passes as two calls (gan.one_d_call=False, the reference's
 # way and medjax's before 2026-11-26) against the one call on [real; fake]
 # that srgan_small and dcgan_small timed: the H100 program has 14 (DCGAN) and 23
@@ -232,24 +248,12 @@ stage kernels_ohwi_dcgan medjax.log 40 "${TS[@]}" --dtypes float32 --config.stat
 # likely no gain), so after the other levers.
 stage convs_gemm_large_128mb medjax.log 60 env MEDJAX_CONV_GEMM_MB=128 "${TS[@]}" \
   --dtypes float32 --conv_forms gemm --config=configs/srgan_brain.py --batch_size "${SR_B[@]:1}"
-# Traces (bench/trace_summary.py reads prof.tar.gz here): DCGAN and SRGAN
-# steps (compiles are cache hits of the stages above) and InceptionV3 in
-# bfloat16, the goal furthest off (0.71x torch.compile on the H200).
-stage profile profile.log 60 "${TS[@]}" --dtypes float32 --steps=2 --warmup=1 \
-  --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}" --profile_dir /tmp/medjax_prof
-stage profile_srgan profile.log 60 "${TS[@]}" --dtypes float32 --steps=2 --warmup=1 \
-  --config=configs/srgan_brain.py --batch_size "${SR_B[0]}" --profile_dir /tmp/medjax_prof
 # The 'gemm' SRGAN step with its CUDA graphs kept under the profiler (XLA
 # otherwise runs them kernel by kernel while a trace is taken; XLA's code
 # notes a memory-corruption risk, hence its own stage, after the others).
 stage profile_srgan_gemm profile.log 70 env XLA_FLAGS="${XLA_FLAGS:-} --xla_enable_command_buffers_during_profiling=true" \
   "${TS[@]}" --dtypes float32 --steps=2 --warmup=1 --conv_forms gemm \
   --config=configs/srgan_brain.py --batch_size "${SR_B[0]}" --profile_dir /tmp/medjax_prof/gemm
-stage profile_inception profile.log 60 python3 bench/metrics.py --cases inception_fid \
-  --inception_batch=$INC_B --dtypes "${DTYPES[-1]}" --iters=2 --warmup=1 --profile_dir /tmp/medjax_prof
-# Packed now, so that a later cut keeps them; the trace JSON and HLO only:
-# the xplane.pb files (trace_summary.py does not read them) could push the
-# archive past the 16 MB a returned file may have.
 [[ -d /tmp/medjax_prof ]] && tar czf "$OUT/prof.tar.gz" --exclude="*.xplane.pb" -C /tmp medjax_prof
 stage pipeline_dcgan medjax.log 60 python3 bench/pipeline.py --config=configs/dcgan_brain.py "${PIPE_DC[@]}" \
   --config.dataset.data_dir="$TFDS_DIR" --config.dataset.phantom.image_size=64
