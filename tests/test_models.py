@@ -234,11 +234,33 @@ def test_transposed_convolution_as_the_adjoint_of_a_strided_one(
     for a, b in zip(jax.grad(loss, (0, 1))(x, w), want_grads):
       np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * np.abs(a).max())
     grad = str(jax.make_jaxpr(jax.grad(loss, 1))(x, w))
-    taps = rule == 'gpu' or adjoint is None
+    taps = rule == 'gpu' or adjoint is None  # These maps outweigh w.
     assert grad.count('dot_general[') == (k * k if taps else 0)
     forward = str(jax.make_jaxpr(apply(conv.conv_general_dilated))(x, w))
     if adjoint is not None and rule == 'cudnn':
       assert forward.count('conv_general_dilated[') == 1 and ' rev[' in forward
+
+
+@pytest.mark.parametrize('b,h,cin,cout,adjoint', [
+    (128, 4, 512, 256, True),    # DCGAN's deconv1 at batch 128.
+    (1, 2, 1024, 512, False),    # Pix2Pix's inner decoder at batch 1.
+    (1, 64, 256, 64, True)])     # Its outer one.
+def test_cudnn_rule_keeps_the_taps_where_the_kernel_outweighs_the_maps(
+    b, h, cin, cout, adjoint, monkeypatch):
+  """Under 'cudnn' a transposed convolution's dW is the adjoint's backward-
+  filter call (one convolution) only where the maps outweigh the kernel;
+  on small maps with many channels it stays k*k tap products."""
+  monkeypatch.setattr(conv, 'forms_rule', lambda: 'cudnn')
+  x = jax.ShapeDtypeStruct((b, h, h, cin), jnp.float32)
+  w = jax.ShapeDtypeStruct((4, 4, cin, cout), jnp.float32)
+  assert conv._maps_outweigh_kernel(x.shape, w.shape) == adjoint
+
+  def loss(x, w):
+    return jnp.sum(conv.conv_general_dilated(
+        x, w, (1, 1), ((2, 2), (2, 2)), lhs_dilation=(2, 2),
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+  grad = str(jax.make_jaxpr(jax.grad(loss, 1))(x, w))
+  assert grad.count('dot_general[') == (0 if adjoint else 16)
 
 
 def _train_step_jaxpr(name, rule, monkeypatch):

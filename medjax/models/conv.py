@@ -55,8 +55,9 @@ k-1 is the input gradient, the adjoint, of the stride-s convolution padded
 by k-1-P with the kernel flipped in space and I and O swapped
 (`_adjoint_padding`): its forward is that convolution's backward-data call,
 its dx the strided convolution, its dW the strided convolution's
-backward-filter call (the discriminator's own problems), with no phases,
-taps or slices. (Strided convolutions keep the space-to-depth dx: XLA makes
+backward-filter call (the discriminator's own problems) unless the kernel
+outweighs the maps (`_maps_outweigh_kernel`), with no phases, taps or
+slices. (Strided convolutions keep the space-to-depth dx: XLA makes
 a strided dx cuDNN's backward-data call only while the kernel it reads is
 still a `rev`; for SNGAN's spectrally normalised float32 kernels it was
 not, and the dx became a convolution of the zero-dilated gradient, s*s the
@@ -383,6 +384,22 @@ def _adjoint_padding(w_shape, strides, padding, lhs_dil):
   return pads
 
 
+def _maps_outweigh_kernel(x_shape, w_shape) -> bool:
+  """Whether a transposed convolution's k*k-tap weight gradient moves more
+  bytes than its adjoint's backward-filter call (the 'cudnn' rule).
+
+  The taps read the maps once per tap, ~k*k * B*H*W*(I+O) elements; the
+  adjoint reads them once, but cuDNN writes its filter gradient in its own
+  layout, which XLA transposes back through the weights and both Adam
+  moments, ~6 * k*k * I*O. (Pix2Pix at batch 1, 512-1024 channels on 1x1 to
+  8x8 maps, H200 bound: taps 1.11 ms, the adjoint's everywhere 1.17, by
+  this test 1.01; bench/NOTES.md, 2026-12-06.)
+  """
+  b, h, w, cin = x_shape
+  cout = w_shape[3]
+  return b * h * w * (cin + cout) >= 6 * cin * cout
+
+
 def _adjoint_kernel(w):
   """HWIO kernel flipped in space, I and O swapped (its own inverse)."""
   return jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
@@ -454,7 +471,8 @@ def _conv_bwd(strides, padding, lhs_dil, precision, res, dy):
         lambda w: _lax_conv(x, w, strides, padding, lhs_dil, precision), w)
     return dx, vjp_w(dy)[0]
   pads = _adjoint_padding(w.shape, strides, padding, lhs_dil)
-  if pads is not None and forms_rule() == 'cudnn':
+  if (pads is not None and forms_rule() == 'cudnn'
+      and _maps_outweigh_kernel(x.shape, w.shape)):
     # The adjoint's own weight gradient (dy its input, x its output
     # cotangent): cuDNN's backward-filter call of a strided convolution.
     _, vjp_v = jax.vjp(lambda v: _lax_conv(dy, v, lhs_dil, pads, (1, 1),
