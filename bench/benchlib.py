@@ -151,7 +151,9 @@ def roofline(compiled, seconds: float,
   Returns:
     {'roofline_ms': `hlo_cost.roofline`'s bound at this chip's bandwidth
     and peaks (H100 SXM's per-type peaks scaled by its bf16 peak),
-    'roofline_fraction': the bound over the measured time}; {} for chips
+    'roofline_fraction': the bound over the measured time, and
+    `hlo_cost.zero_dilated`'s count of kernels writing zero-dilated
+    tensors}; {} for chips
     not in `BANDWIDTH` (CPUs, TPUs: their programs are not GPU kernels);
     {'roofline_error'} if the program's text cannot be read.
   """
@@ -169,7 +171,8 @@ def roofline(compiled, seconds: float,
     # HLO text this parser does not know must not cost the measurement.
     return {'roofline_error': f'{type(e).__name__}: {e}'[:200]}
   return {'roofline_ms': bound['roofline_ms'],
-          'roofline_fraction': bound['roofline_ms'] / 1e3 / seconds}
+          'roofline_fraction': bound['roofline_ms'] / 1e3 / seconds,
+          **hlo_cost.zero_dilated(compiled.as_text())}
 
 
 def utilisation(flops: float, seconds: float,

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # pylint: disable=wrong-import-position
-from hlo_cost import census, kernels, roofline, thunks  # pylint: disable=wrong-import-position
+from hlo_cost import census, kernels, roofline, thunks, zero_dilated  # pylint: disable=wrong-import-position
 import train_step  # pylint: disable=wrong-import-position
 
 from medjax import packing  # pylint: disable=wrong-import-position
@@ -172,6 +172,7 @@ def measure(name: str, jitted, args, options=None, bandwidth=None,
   text = compiled.as_text()
   counts = census(text)
   bound = roofline(text, bandwidth) if bandwidth else {}
+  bound.update(zero_dilated(text))
   return {'bench': 'gpu_hlo', 'workload': name, **fields,
           'kernels': kernels(counts), **launches, **bound,
           'compile_s': compile_s,
@@ -242,8 +243,9 @@ def main(argv=None):
         f'XLA options: {options or "-"}.\n\n'
         '| workload | batch | dtype | variant | kernels | cuDNN convs | '
         'fusions | copies | launches (CUDA graphs; kernels in them) | '
-        'roofline ms (compute; memory) | compile s |\n'
-        '|---|---|---|---|---|---|---|---|---|---|---|')
+        'roofline ms (compute; memory) | zero-dilated kernels (GB) | '
+        'compile s |\n'
+        '|---|---|---|---|---|---|---|---|---|---|---|---|')
   for r in rows:
     c = r['census']
     variant = ', '.join(
@@ -263,6 +265,7 @@ def main(argv=None):
           f"{r.get('launches', '-')} ({r.get('graphs', '-')}; "
           f"{r.get('in_graphs', '-')}) | {r['roofline_ms']:.2f} "
           f"({r['compute_ms']:.2f}; {r['memory_ms']:.2f}) | "
+          f"{r['zero_dilated_kernels']} ({r['zero_dilated_gbyte']:.2f}) | "
           f"{r['compile_s']:.1f} |")
   return rows
 

@@ -3,7 +3,8 @@
 Standard library only, so that the benches can use it on any machine:
 `census` and `kernels` count the kernels of an optimized GPU HLO module
 (`compiled.as_text()`), `thunks` the host's launches in XLA's thunk-sequence
-dump, and `roofline` bounds one call's device time from below.
+dump, `roofline` bounds one call's device time from below, and
+`zero_dilated` finds kernels that write zero-dilated tensors.
 bench/gpu_hlo.py reads programs compiled here for a GPU this machine lacks;
 bench/benchlib.py adds the roofline to rows timed on a GPU.
 """
@@ -227,6 +228,43 @@ def roofline(hlo_text: str, bandwidth: float,
           'memory_ms': 1e3 * memory, 'gflop': flops_sum / 1e9,
           'gbyte': bytes_sum / 1e9,
           'roofline_ms_by_category': dict(by_category.most_common())}
+
+
+def _dilates(lines: list[str], comps: dict) -> bool:
+  """Whether instruction `lines` (and fusions they call) hold a `pad` with
+  interior padding: a tensor with zeros inserted between its elements."""
+  for line in lines:
+    _, _, op, rhs = _split(line)
+    if op == 'pad':
+      config = re.search(r'padding=([\d_x-]+)', rhs).group(1)
+      if any(len(d.split('_')) == 3 and int(d.split('_')[2]) > 0
+             for d in config.split('x')):
+        return True
+    elif op == 'fusion' and _dilates(
+        comps.get(re.search(r'calls=%([\w.-]+)', rhs).group(1), []), comps):
+      return True
+  return False
+
+
+def zero_dilated(hlo_text: str) -> dict:
+  """Kernels of an optimized GPU program that write a zero-dilated tensor.
+
+  A transposed or strided convolution's gradient that XLA does not hand to
+  cuDNN's backward-data call becomes a `pad` with interior padding (zeros
+  between the elements) and a convolution over it, s*s the FLOPs: what
+  `MEDJAX_CONV_FORMS=cudnn` and the space-to-depth forms exist to avoid.
+
+  Returns:
+    {'zero_dilated_kernels': how many, 'zero_dilated_gbyte': the GB they
+    write}.
+  """
+  count, nbytes = 0, 0
+  for category, line, _, comps in _launched(hlo_text):
+    if category.startswith('fusion:') or category == 'pad':
+      if _dilates([line], comps):
+        count += 1
+        nbytes += _nbytes(_split(line)[1])
+  return {'zero_dilated_kernels': count, 'zero_dilated_gbyte': nbytes / 1e9}
 
 
 _THUNK = re.compile(r'^( *)\d+: (k\w+)')

@@ -248,6 +248,45 @@ ENTRY %main (x: bf16[2,8,8,4], w: bf16[6,3,3,4], a: bf16[8,32], b: bf16[32,16], 
   assert got['roofline_ms'] >= max(got['compute_ms'], got['memory_ms'])
 
 
+def test_zero_dilated_finds_kernels_that_insert_zeros():
+  """A pad with interior padding (zeros between elements), fused or not,
+  is a zero-dilated tensor; edge padding alone is not."""
+  bench = load_bench('hlo_cost')
+  hlo = '''HloModule m, is_scheduled=true
+
+%dilate (p: bf16[2,4,4,8]) -> bf16[2,11,11,8] {
+  %p = bf16[2,4,4,8]{3,2,1,0} parameter(0)
+  %z = bf16[] constant(0)
+  ROOT %d = bf16[2,11,11,8]{3,2,1,0} pad(%p, %z), padding=0_0x2_2_1x2_2_1x0_0
+}
+
+%edges (q: bf16[2,4,4,8]) -> bf16[2,6,6,8] {
+  %q = bf16[2,4,4,8]{3,2,1,0} parameter(0)
+  %z = bf16[] constant(0)
+  ROOT %e = bf16[2,6,6,8]{3,2,1,0} pad(%q, %z), padding=0_0x1_1x1_1x0_0
+}
+
+%outer (r: bf16[2,4,4,8]) -> bf16[2,11,11,8] {
+  %r = bf16[2,4,4,8]{3,2,1,0} parameter(0)
+  ROOT %n = bf16[2,11,11,8]{3,2,1,0} fusion(%r), kind=kLoop, calls=%dilate
+}
+
+ENTRY %main (x: bf16[2,4,4,8]) -> bf16[2,11,11,8] {
+  %x = bf16[2,4,4,8]{3,2,1,0} parameter(0)
+  %z = bf16[] constant(0)
+  %a = bf16[2,11,11,8]{3,2,1,0} fusion(%x), kind=kLoop, calls=%dilate
+  %b = bf16[2,6,6,8]{3,2,1,0} fusion(%x), kind=kLoop, calls=%edges
+  %c = bf16[2,11,11,8]{3,2,1,0} fusion(%x), kind=kLoop, calls=%outer
+  ROOT %d = bf16[2,11,11,8]{3,2,1,0} pad(%x, %z), padding=0_0x2_2_1x2_2_1x0_0
+}
+'''
+  got = bench.zero_dilated(hlo)
+  assert got['zero_dilated_kernels'] == 3  # a, c (nested) and d; not b.
+  assert got['zero_dilated_gbyte'] * 1e9 == 3 * 2 * (2 * 11 * 11 * 8)
+  assert bench.zero_dilated(hlo.replace('2_2_1', '2_2_0'))[
+      'zero_dilated_kernels'] == 0
+
+
 def test_rows_timed_on_a_gpu_carry_the_roofline():
   """A row's roofline uses its chip's bandwidth and peaks, and the fraction
   is the bound over the measured time; CPUs get none."""
@@ -269,6 +308,7 @@ ENTRY %main (x: f32[1000]) -> f32[1000] {
 """
   got = benchlib.roofline(Compiled(), 1e-3, 'NVIDIA H200')
   assert got['roofline_ms'] == pytest.approx(1e3 * 8000 / 4.8e12)
+  assert got['zero_dilated_kernels'] == 0
   assert got['roofline_fraction'] == pytest.approx(8000 / 4.8e12 / 1e-3)
   assert benchlib.roofline(Compiled(), 1e-3, 'NVIDIA H100 PCIe')[
       'roofline_ms'] == pytest.approx(1e3 * 8000 / 2.0e12)
