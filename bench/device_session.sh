@@ -130,9 +130,9 @@ stage dcgan_small_ref reference.log 40 "${REFPY[@]}" --case=dcgan64 --batch_size
 # DCGAN under MEDJAX_CONV_FORMS=cudnn (medjax/models/conv.py, 2026-12-06):
 # each transposed convolution as the adjoint of a strided one (forward:
 # cuDNN's backward-data call; dW: its backward-filter call, not k*k taps),
-# every other convolution plain, as PyTorch runs them. H200 program bound
-# 1.51 -> 1.18 ms (float32), kernels 297 -> 235. Against dcgan_small (the
-# default); the large batch later.
+# the rest as the GPU rule has them. H200 program bound 1.51 -> 1.23 ms
+# (float32), launches 97 -> 89. Against dcgan_small (the default); the
+# large batch later.
 stage dcgan_cudnn medjax.log 90 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}" --conv_forms cudnn
 stage srgan_small medjax.log 120 "${TS[@]}" --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
 stage srgan_small_ref reference.log 50 "${REFPY[@]}" --case=srgan_x4_96 --batch_size "${SR_B[0]}" --modes "${MODES[@]}"

@@ -405,12 +405,6 @@ def _adjoint_kernel(w):
   return jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
 
 
-def _transposed_hw(x_shape, w_shape, lhs_dil, padding) -> tuple[int, int]:
-  """Output height and width of an input-dilated NHWC/HWIO convolution."""
-  return tuple((x_shape[1 + i] - 1) * lhs_dil[i] + 1 + sum(padding[i])
-               - w_shape[i] + 1 for i in range(2))
-
-
 def _lax_conv(x, w, strides, padding, lhs_dil, precision):
   return lax.conv_general_dilated(x, w, strides, padding, lhs_dilation=lhs_dil,
                                   dimension_numbers=_NHWC, precision=precision)
@@ -427,10 +421,10 @@ def _forward(x, w, strides, padding, lhs_dil, precision):
     adjoint = functools.partial(_lax_conv, w=_adjoint_kernel(w),
                                 strides=lhs_dil, padding=pads, lhs_dil=(1, 1),
                                 precision=precision)
-    u = jax.ShapeDtypeStruct(
-        (x.shape[0], *_transposed_hw(x.shape, w.shape, lhs_dil, padding),
-         w.shape[3]), x.dtype)
-    return jax.linear_transpose(adjoint, u)(x)[0]
+    y = jax.eval_shape(functools.partial(
+        _lax_conv, strides=strides, padding=padding, lhs_dil=lhs_dil,
+        precision=precision), x, w)
+    return jax.linear_transpose(adjoint, y)(x)[0]
   if any(d > 1 for d in lhs_dil) and w.shape[-1] >= 8:
     y = _transposed_as_phases(x, w, lhs_dil, padding, precision)
     if y is not None:
