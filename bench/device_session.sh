@@ -131,9 +131,10 @@ stage dcgan_small_ref reference.log 40 "${REFPY[@]}" --case=dcgan64 --batch_size
 # each transposed convolution as the adjoint of a strided one (forward:
 # cuDNN's backward-data call; dW: its backward-filter call, not k*k taps),
 # the rest as the GPU rule has them. H200 program bound 1.51 -> 1.23 ms
-# (float32), launches 97 -> 89. Against dcgan_small (the default); the
-# large batch later.
-stage dcgan_cudnn medjax.log 90 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}" --conv_forms cudnn
+# (float32), launches 97 -> 89. And 'cudnn_dw', the adjoint's dW alone
+# (the fallback, should the backward-data forward be slow): 1.39 ms, 106
+# launches. Against dcgan_small (the default); the large batch later.
+stage dcgan_cudnn medjax.log 120 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}" --conv_forms cudnn cudnn_dw
 stage srgan_small medjax.log 120 "${TS[@]}" --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
 stage srgan_small_ref reference.log 50 "${REFPY[@]}" --case=srgan_x4_96 --batch_size "${SR_B[0]}" --modes "${MODES[@]}"
 # Convolutions as products of their patches where those fit 32 MB
@@ -187,7 +188,7 @@ stage two_d_calls_dcgan medjax.log 40 "${TS[@]}" --dtypes float32 --config.gan.o
 # The large batches beside their references, and as GEMMs where patches fit.
 stage dcgan_large medjax.log 90 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[@]:1}"
 stage dcgan_large_ref reference.log 40 "${REFPY[@]}" --case=dcgan64 --batch_size "${DC_B[@]:1}" --modes "${MODES[@]}"
-stage dcgan_cudnn_large medjax.log 90 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[@]:1}" --conv_forms cudnn
+stage dcgan_cudnn_large medjax.log 120 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[@]:1}" --conv_forms cudnn cudnn_dw
 stage srgan_large medjax.log 120 "${TS[@]}" --config=configs/srgan_brain.py --batch_size "${SR_B[@]:1}"
 stage srgan_large_ref reference.log 50 "${REFPY[@]}" --case=srgan_x4_96 --batch_size "${SR_B[@]:1}" --modes "${MODES[@]}"
 stage convs_gemm_large medjax.log 100 "${TS[@]}" --conv_forms gemm \

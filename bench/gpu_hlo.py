@@ -199,10 +199,10 @@ def main(argv=None):
                       help="train steps' BatchNorm layers: see "
                            'train_step.py')
   parser.add_argument('--conv_forms', nargs='+', default=['gpu'],
-                      choices=('gpu', 'gemm', 'cudnn', 'off'),
+                      choices=('gpu', 'gemm', 'cudnn', 'cudnn_dw', 'off'),
                       help="medjax.models.conv's rules to compile with: "
-                           "'gpu' (what a GPU run uses), 'gemm' or 'cudnn' "
-                           "(MEDJAX_CONV_FORMS=gemm, cudnn) or 'off'")
+                           "'gpu' (what a GPU run uses), 'gemm', 'cudnn' or "
+                           "'cudnn_dw' (MEDJAX_CONV_FORMS=...) or 'off'")
   parser.add_argument('--target_config', default=TARGET)
   parser.add_argument('--xla_options', nargs='*', default=[],
                       metavar='NAME=VALUE',
@@ -251,6 +251,7 @@ def main(argv=None):
     variant = ', '.join(
         v for v, on in (('convs as GEMMs', r['conv_forms'] == 'gemm'),
                         ('cuDNN rule', r['conv_forms'] == 'cudnn'),
+                        ("cuDNN rule's dW", r['conv_forms'] == 'cudnn_dw'),
                         ('conv forms off', r['conv_forms'] == 'off'),
                         ('BN folded', r.get('fold_bn')),
                         ('BatchNorm fused', r.get('batchnorm') == 'fused'),

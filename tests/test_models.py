@@ -184,9 +184,9 @@ def test_forms_only_where_they_win(h, k, s, d, cin, cout, cpu, gpu,
   x = jnp.zeros((2, h, h, cin))
   w = jnp.zeros((k, k, cin, cout))
   pad = ((k - 1, k - 1),) * 2 if d > 1 else ((k // 2, (k - 1) // 2),) * 2
-  # 'cudnn': as 'gpu' (its transposed ones as adjoints of strided ones).
+  # 'cudnn', 'cudnn_dw': as 'gpu' (transposed ones through their adjoints).
   for rule, want in (('cpu', cpu), ('gpu', gpu), ('cudnn', gpu),
-                     (None, False)):
+                     ('cudnn_dw', gpu), (None, False)):
     monkeypatch.setattr(conv, 'forms_rule', lambda rule=rule: rule)
 
     def loss(x, w):  # A new function per rule: jax caches traces.
@@ -208,8 +208,9 @@ def test_transposed_convolution_as_the_adjoint_of_a_strided_one(
   under 'cudnn' its forward is one convolution with the kernel reversed
   (which XLA's GPU compiler makes cuDNN's backward-data call of the strided
   one) and its weight gradient the strided one's (cuDNN's backward-filter
-  call), not k*k tap products as under 'gpu'. Same values and gradients as
-  lax; without an adjoint, 'cudnn' is 'gpu'."""
+  call), not k*k tap products as under 'gpu'; 'cudnn_dw' takes that dW and
+  the GPU rule's forward. Same values and gradients as lax; without an
+  adjoint, both are 'gpu'."""
   x = jax.random.normal(jax.random.key(0), (2, h, h + 1, 3))
   w = jax.random.normal(jax.random.key(1), (k, k, 3, cout))
   adjoint = conv._adjoint_padding(w.shape, (1, 1), pad, (s, s))
@@ -224,7 +225,7 @@ def test_transposed_convolution_as_the_adjoint_of_a_strided_one(
   g = jax.random.normal(jax.random.key(2), want.shape)
   want_grads = jax.grad(lambda x, w: jnp.sum(
       apply(lax.conv_general_dilated)(x, w) * g), (0, 1))(x, w)
-  for rule in ('gpu', 'cudnn'):
+  for rule in ('gpu', 'cudnn', 'cudnn_dw'):
     monkeypatch.setattr(conv, 'forms_rule', lambda rule=rule: rule)
 
     def loss(x, w):  # A new function per rule: jax caches traces.
@@ -237,8 +238,9 @@ def test_transposed_convolution_as_the_adjoint_of_a_strided_one(
     taps = rule == 'gpu' or adjoint is None  # These maps outweigh w.
     assert grad.count('dot_general[') == (k * k if taps else 0)
     forward = str(jax.make_jaxpr(apply(conv.conv_general_dilated))(x, w))
-    if adjoint is not None and rule == 'cudnn':
-      assert forward.count('conv_general_dilated[') == 1 and ' rev[' in forward
+    assert (' rev[' in forward) == (adjoint is not None and rule == 'cudnn')
+    if ' rev[' in forward:
+      assert forward.count('conv_general_dilated[') == 1
 
 
 @pytest.mark.parametrize('b,h,cin,cout,adjoint', [
@@ -354,7 +356,7 @@ def test_conv_forms_switch(monkeypatch):
     results[choice] = jax.grad(loss, (0, 1))(x, w)
   for a, b in zip(results['on'], results['off']):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
-  for choice in ('gemm', 'cudnn'):
+  for choice in ('gemm', 'cudnn', 'cudnn_dw'):
     monkeypatch.setenv('MEDJAX_CONV_FORMS', choice)
     assert conv.forms_rule() == choice
   monkeypatch.setenv('MEDJAX_CONV_FORMS', 'auto')

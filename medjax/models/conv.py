@@ -64,6 +64,10 @@ not, and the dx became a convolution of the zero-dilated gradient, s*s the
 FLOPs.) H200 programs compiled without a GPU (bench/NOTES.md, 2026-12-06):
 DCGAN's step bound 1.51 -> 1.23 ms at batch 128 in float32 (launches 97 ->
 89), 6.26 -> 4.67 ms at batch 1024 in bfloat16, 12.1 -> 8.82 in float32.
+'cudnn_dw' takes only the adjoint's dW, keeping the phase forward: every
+cuDNN call in it is of a kind the H200 has timed in medjax's DCGAN step
+(bound 6.26 -> 5.28 ms at batch 1024 in bfloat16), the fallback should
+cuDNN's backward-data call for the forward turn out slow.
 
 'gemm' (opt-in, for GPUs; untimed yet) computes each convolution whose
 patches fit GEMM_MAX_BYTES (MEDJAX_CONV_GEMM_MB) as one matrix product of
@@ -93,7 +97,7 @@ def _is_nhwc(dimension_numbers, ndim: int) -> bool:
   return dn == lax.conv_dimension_numbers((1,) * 4, (1,) * 4, _NHWC)
 
 
-FORMS = ('auto', 'on', 'off', 'gemm', 'cudnn')
+FORMS = ('auto', 'on', 'off', 'gemm', 'cudnn', 'cudnn_dw')
 
 
 def forms_rule() -> str | None:
@@ -108,7 +112,8 @@ def forms_rule() -> str | None:
     gemm`): every convolution whose patches fit GEMM_MAX_BYTES as a matrix
     product (`_gemm_conv`), the rest as 'gpu'; 'cudnn' (`MEDJAX_CONV_FORMS=
     cudnn`): 'gpu', but transposed convolutions as the adjoint of a strided
-    one (`_adjoint_padding`).
+    one (`_adjoint_padding`); 'cudnn_dw': 'gpu', but their weight gradients
+    as the adjoint's.
   """
   choice = os.environ.get('MEDJAX_CONV_FORMS', 'auto')
   if choice not in FORMS:
@@ -116,7 +121,7 @@ def forms_rule() -> str | None:
   if choice == 'auto':
     backend = jax.default_backend()
     return backend if backend in ('cpu', 'gpu') else None
-  return {'on': 'cpu', 'off': None, 'gemm': 'gemm', 'cudnn': 'cudnn'}[choice]
+  return {'on': 'cpu', 'off': None}.get(choice, choice)
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
@@ -177,16 +182,16 @@ TAPS_MIN_AREA = 48 * 48
 def _form_applies(x_shape, w_shape, strides, padding, lhs_dil,
                   rule: str = 'cpu') -> bool:
   """Whether one of the forms above beats XLA for this convolution under
-  `rule` ('cpu', 'gpu' or 'cudnn', see `forms_rule`); elsewhere plain `lax`
-  is as fast, compiles faster and needs less memory."""
+  `rule` ('cpu', 'gpu', 'cudnn' or 'cudnn_dw', see `forms_rule`); elsewhere
+  plain `lax` is as fast, compiles faster and needs less memory."""
   kh, kw, cin, cout = w_shape
   if any(d > 1 for d in lhs_dil):
     # Transposed: phases forward, k*k-matmul weight gradient (under 'cudnn'
-    # the adjoint's calls where there is one).
+    # the adjoint's calls where there is one, under 'cudnn_dw' its dW).
     return True
   if any(s > 1 for s in strides):
     return not kh % strides[0] and not kw % strides[1]  # Space-to-depth dx.
-  if rule in ('gpu', 'cudnn'):
+  if rule in ('gpu', 'cudnn', 'cudnn_dw'):
     # H200, 2026-11-26: all forms on made SRGAN's step (stride-1 ones) 14%
     # slower in float32 and 37% in bfloat16 (bench/NOTES.md).
     return False
@@ -386,7 +391,7 @@ def _adjoint_padding(w_shape, strides, padding, lhs_dil):
 
 def _maps_outweigh_kernel(x_shape, w_shape) -> bool:
   """Whether a transposed convolution's k*k-tap weight gradient moves more
-  bytes than its adjoint's backward-filter call (the 'cudnn' rule).
+  bytes than its adjoint's backward-filter call ('cudnn', 'cudnn_dw').
 
   The taps read the maps once per tap, ~k*k * B*H*W*(I+O) elements; the
   adjoint reads them once, but cuDNN writes its filter gradient in its own
@@ -465,7 +470,7 @@ def _conv_bwd(strides, padding, lhs_dil, precision, res, dy):
         lambda w: _lax_conv(x, w, strides, padding, lhs_dil, precision), w)
     return dx, vjp_w(dy)[0]
   pads = _adjoint_padding(w.shape, strides, padding, lhs_dil)
-  if (pads is not None and forms_rule() == 'cudnn'
+  if (pads is not None and forms_rule() in ('cudnn', 'cudnn_dw')
       and _maps_outweigh_kernel(x.shape, w.shape)):
     # The adjoint's own weight gradient (dy its input, x its output
     # cotangent): cuDNN's backward-filter call of a strided convolution.
