@@ -164,15 +164,16 @@ def roofline(compiled, seconds: float,
     return {}
   scale = peak * 1e12 / hlo_cost.PEAK_FLOPS['bf16']
   try:
+    text = compiled.as_text()
     bound = hlo_cost.roofline(
-        compiled.as_text(), bandwidth,
-        {k: v * scale for k, v in hlo_cost.PEAK_FLOPS.items()})
+        text, bandwidth, {k: v * scale for k, v in hlo_cost.PEAK_FLOPS.items()})
+    dilated = hlo_cost.zero_dilated(text)
   except Exception as e:  # pylint: disable=broad-except
     # HLO text this parser does not know must not cost the measurement.
     return {'roofline_error': f'{type(e).__name__}: {e}'[:200]}
   return {'roofline_ms': bound['roofline_ms'],
           'roofline_fraction': bound['roofline_ms'] / 1e3 / seconds,
-          **hlo_cost.zero_dilated(compiled.as_text())}
+          **dilated}
 
 
 def utilisation(flops: float, seconds: float,

@@ -137,7 +137,7 @@ def test_gpu_weight_gradient_multiplies_in_bfloat16_sums_in_float32(
   dy = jax.random.normal(jax.random.key(1), (2, 10, 12, 3), jnp.bfloat16)
   args = (x, dy, (4, 4, 8, 3), (1, 1), ((2, 2), (2, 2)), (2, 2))
   got = {}
-  for rule in ('cpu', 'gpu', 'gemm'):
+  for rule in ('cpu',) + conv.GPU_RULES:
     monkeypatch.setattr(conv, 'forms_rule', lambda rule=rule: rule)
     # A new function each time: jax caches traces per function.
     jaxpr = jax.make_jaxpr(lambda x, dy: conv.weight_grad(x, dy, *args[2:]))(
@@ -151,7 +151,8 @@ def test_gpu_weight_gradient_multiplies_in_bfloat16_sums_in_float32(
     got[rule] = conv.weight_grad(*args)
     assert got[rule].dtype == jnp.float32
   np.testing.assert_allclose(got['gpu'], got['cpu'], rtol=1e-5, atol=1e-5)
-  np.testing.assert_array_equal(got['gemm'], got['gpu'])
+  for rule in conv.GPU_RULES:
+    np.testing.assert_array_equal(got[rule], got['gpu'])
 
 
 @pytest.mark.parametrize('h,k,s,pad,transposed', [

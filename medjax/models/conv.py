@@ -98,6 +98,8 @@ def _is_nhwc(dimension_numbers, ndim: int) -> bool:
 
 
 FORMS = ('auto', 'on', 'off', 'gemm', 'cudnn', 'cudnn_dw')
+# The rules `forms_rule` gives for GPUs ('auto' there, or forced).
+GPU_RULES = ('gpu', 'gemm', 'cudnn', 'cudnn_dw')
 
 
 def forms_rule() -> str | None:
@@ -191,7 +193,7 @@ def _form_applies(x_shape, w_shape, strides, padding, lhs_dil,
     return True
   if any(s > 1 for s in strides):
     return not kh % strides[0] and not kw % strides[1]  # Space-to-depth dx.
-  if rule in ('gpu', 'cudnn', 'cudnn_dw'):
+  if rule in GPU_RULES:  # 'gemm' passes 'gpu' here for what it leaves.
     # H200, 2026-11-26: all forms on made SRGAN's step (stride-1 ones) 14%
     # slower in float32 and 37% in bfloat16 (bench/NOTES.md).
     return False
@@ -530,7 +532,7 @@ def weight_grad(x, dy, w_shape, strides, padding, lhs_dil):
   # XLA:CPU has no bf16 x bf16 -> f32 dot: cast first. On GPU the taps stay
   # bfloat16, half the bytes (DCGAN batch 1024 bf16 H200 program: 26.3 ->
   # 23.7 GB per step; bench/NOTES.md, 2026-12-06).
-  if forms_rule() not in ('gpu', 'gemm'):
+  if forms_rule() not in GPU_RULES:
     x, dy = x.astype(jnp.float32), dy.astype(jnp.float32)
   if all(d == 1 for d in lhs_dil):
     xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
