@@ -117,26 +117,49 @@ TS=(python3 bench/train_step.py --steps=$STEPS --warmup=$WARM --dtypes "${DTYPES
 REFPY=(python3 bench/reference.py --ref="$REF" --steps=$STEPS --warmup=$WARM)
 
 # Order, most wanted first, so that a budget cut loses the least: the
-# paper batches (DCGAN 128, SRGAN 16), each beside its reference, DCGAN's
-# also under the 'cudnn' conv rule; the convolutions as GEMMs at those
-# batches and behind the real SRGAN feed; InceptionV3 plain and folded;
-# traces of the paper-batch steps and of InceptionV3; D's passes as two
-# calls (the check on a default); the large batches (DCGAN's also under
-# 'cudnn'); Inception's torch.compile reference; the other A/B levers; the
+# paper batches (DCGAN 128, SRGAN 16), each beside its reference and then
+# as one CUDA graph per step (DCGAN's also under the 'cudnn' conv rule),
+# with the real SRGAN feed in front of the graph step; the convolutions as
+# GEMMs at those batches; InceptionV3 plain and folded; traces of the
+# paper-batch steps and of InceptionV3; D's passes as two calls (the check
+# on a default); the large batches (DCGAN's also under 'cudnn'), then as
+# graphs; Inception's torch.compile reference; the other A/B levers; the
 # GEMM SRGAN step's trace; the default pipelines; degradations; the conv
 # forms; the largest batch.
 stage dcgan_small medjax.log 90 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}"
 stage dcgan_small_ref reference.log 40 "${REFPY[@]}" --case=dcgan64 --batch_size "${DC_B[0]}" --modes "${MODES[@]}"
+# Every command in CUDA graphs, cuDNN convolutions included
+# (--xla_gpu_enable_command_buffer=+CONVOLUTION): the whole step becomes one
+# graph launch. Compiled here for the H200 with its driver's version in the
+# target config (bench/h200.txtpb; without it XLA drops traced commands from
+# graphs, which is why the 2026-11-26 note said the convolutions stay out),
+# every medjax program is 1 launch instead of 81-96 (DCGAN), 390-457 (SRGAN)
+# or ~300 (InceptionV3). The paper-batch steps are launch-bound (the host
+# loop took 11.0 of SRGAN b16's 11.2 ms), so this is the lever for them and
+# for the SRGAN real pipeline; each against the stage of the same step
+# without the flags (dcgan_small, dcgan_cudnn, srgan_small).
+GRAPHS="--xla_gpu_enable_command_buffer=+CONVOLUTION --xla_gpu_graph_min_graph_size=1"
+stage graphs_dcgan medjax.log 120 env XLA_FLAGS="${XLA_FLAGS:-} $GRAPHS" \
+  "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}" --conv_forms auto cudnn
 # DCGAN under MEDJAX_CONV_FORMS=cudnn (medjax/models/conv.py, 2026-12-06):
 # each transposed convolution as the adjoint of a strided one (forward:
 # cuDNN's backward-data call; dW: its backward-filter call, not k*k taps),
 # the rest as the GPU rule has them. H200 program bound 1.51 -> 1.23 ms
-# (float32), launches 97 -> 89. And 'cudnn_dw', the adjoint's dW alone
-# (the fallback, should the backward-data forward be slow): 1.39 ms, 106
-# launches. Against dcgan_small (the default); the large batch later.
-stage dcgan_cudnn medjax.log 120 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}" --conv_forms cudnn cudnn_dw
+# (float32), launches 97 -> 89. Against dcgan_small (the default); the
+# large batch later, also under 'cudnn_dw', the adjoint's dW alone (the
+# fallback, should the backward-data forward be slow; at this batch the fit
+# in bench/NOTES.md gives it no gain).
+stage dcgan_cudnn medjax.log 90 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}" --conv_forms cudnn
 stage srgan_small medjax.log 120 "${TS[@]}" --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
 stage srgan_small_ref reference.log 50 "${REFPY[@]}" --case=srgan_x4_96 --batch_size "${SR_B[0]}" --modes "${MODES[@]}"
+stage graphs_srgan medjax.log 100 env XLA_FLAGS="${XLA_FLAGS:-} $GRAPHS" \
+  "${TS[@]}" --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
+# The real SRGAN feed in front of the one-launch step: the host is then free
+# while the device runs, so the feed's 0.85 ms per step should hide.
+stage pipeline_srgan_graphs medjax.log 70 env XLA_FLAGS="${XLA_FLAGS:-} $GRAPHS" \
+  python3 bench/pipeline.py --config=configs/srgan_brain.py "${PIPE_SR[@]}" \
+  --config.dataset.data_dir="$TFDS_DIR" --config.dataset.image_size=96 \
+  --config.dataset.phantom.image_size=96 --config.dataset.phantom.num_train=1000 --config.dataset.phantom.num_test=16
 # Convolutions as products of their patches where those fit 32 MB
 # (MEDJAX_CONV_FORMS=gemm, medjax/models/conv.py): Triton GEMMs, which XLA
 # puts into its CUDA graphs with the kernels around them, instead of cuDNN
@@ -191,6 +214,10 @@ stage dcgan_large_ref reference.log 40 "${REFPY[@]}" --case=dcgan64 --batch_size
 stage dcgan_cudnn_large medjax.log 120 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[@]:1}" --conv_forms cudnn cudnn_dw
 stage srgan_large medjax.log 120 "${TS[@]}" --config=configs/srgan_brain.py --batch_size "${SR_B[@]:1}"
 stage srgan_large_ref reference.log 50 "${REFPY[@]}" --case=srgan_x4_96 --batch_size "${SR_B[@]:1}" --modes "${MODES[@]}"
+stage graphs_large medjax.log 120 env XLA_FLAGS="${XLA_FLAGS:-} $GRAPHS" \
+  "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[@]:1}" --conv_forms cudnn
+stage graphs_srgan_large medjax.log 100 env XLA_FLAGS="${XLA_FLAGS:-} $GRAPHS" \
+  "${TS[@]}" --dtypes "${DTYPES[0]}" --config=configs/srgan_brain.py --batch_size "${SR_B[@]:1}"
 stage convs_gemm_large medjax.log 100 "${TS[@]}" --conv_forms gemm \
   --config=configs/srgan_brain.py --batch_size "${SR_B[@]:1}"
 stage convs_gemm_dcgan_large medjax.log 60 "${TS[@]}" --conv_forms gemm \
@@ -212,19 +239,6 @@ stage batchnorm_fused medjax.log 60 "${TS[@]}" --dtypes float32 --batchnorm fuse
   --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
 stage batchnorm_fused_dcgan medjax.log 40 "${TS[@]}" --dtypes float32 --batchnorm fused \
   --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}"
-# Both paper-batch steps carry a fixed cost per step on the H200 (a line
-# through the two batches' step times: SRGAN ~6.5 ms, DCGAN ~1.8 ms), and
-# XLA leaves cuDNN convolutions out of its CUDA graphs by default, so the
-# graphs between them are short or not made. Here every command, the
-# convolutions too, is asked into CUDA graphs of any length. (Compiled here
-# without the GPU, jax 0.10.2's XLA keeps the convolutions out even so; the
-# kernels between them do go in: DCGAN b128 132 -> 102 launches per step,
-# bench/gpu_hlo.py.)
-GRAPHS="--xla_gpu_enable_command_buffer=+CONVOLUTION --xla_gpu_graph_min_graph_size=1"
-stage xla_graphs medjax.log 60 env XLA_FLAGS="${XLA_FLAGS:-} $GRAPHS" \
-  "${TS[@]}" --dtypes float32 --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
-stage xla_graphs_dcgan medjax.log 40 env XLA_FLAGS="${XLA_FLAGS:-} $GRAPHS" \
-  "${TS[@]}" --dtypes float32 --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}"
 # CUDA graphs off for SRGAN (DCGAN b128 on the H200: no change): whether
 # XLA's graphs of the kernels between convolutions help the SRGAN step.
 stage graphs_off medjax.log 60 env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=" \

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import pytest
 
@@ -185,6 +186,21 @@ def test_gpu_hlo_thunks_count_what_the_host_launches():
 """
   assert bench.thunks(text) == {'launches': 4, 'graphs': 1, 'in_graphs': 3}
   assert bench.thunks('') == {'launches': 0, 'graphs': 0, 'in_graphs': 0}
+
+
+def test_shipped_gpu_targets_carry_a_driver_that_can_trace_into_graphs():
+  """Without CUDA versions in the target XLA takes the driver for older than
+  12.3 and drops traced commands (cuDNN convolutions, cuBLAS) from CUDA
+  graphs whatever the flags ask, so launch counts compiled here would not be
+  the device's (bench/NOTES.md, 2026-12-06, ninth session)."""
+  for name in ('h100_sxm.txtpb', 'h200.txtpb'):
+    with open(os.path.join(REPO, 'bench', name)) as f:
+      text = f.read()
+    for field in ('driver_version', 'runtime_version',
+                  'compile_time_toolkit_version'):
+      m = re.search(rf'^\s*{field}:\s*"(\d+)\.(\d+)\.(\d+)"', text, re.M)
+      assert m, (name, field)
+      assert tuple(map(int, m.groups())) >= (12, 3, 0), (name, field)
 
 
 def test_gpu_hlo_roofline_charges_flops_and_bytes_per_kernel():
