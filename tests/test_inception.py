@@ -261,6 +261,12 @@ def test_fid_features_shape_and_batching(fake_params):
   assert np.all(np.isfinite(feats)) and np.all(feats >= 0)
   again = inception.fid_features(fake_params, imgs[1:], batch_size=2)
   np.testing.assert_allclose(again, feats[1:], rtol=1e-5, atol=1e-4)
+  # numpy weights (as converted) go to the device once, explicitly, not
+  # implicitly with every batch's call.
+  assert isinstance(jax.tree.leaves(fake_params)[0], np.ndarray)
+  with jax.transfer_guard_host_to_device('disallow'):
+    guarded = inception.fid_features(fake_params, imgs, batch_size=2)
+  np.testing.assert_array_equal(guarded, feats)
 
 
 # --- Parity with PyTorch (skipped without torch) -----------------------------

@@ -443,6 +443,9 @@ def fid_features(params: Mapping[str, Any], images, batch_size: int = 50,
   if n == 0:
     return np.zeros((0, FEATURE_DIM), np.float32)
   bs = min(batch_size, n)
+  # Once, not per call: numpy weights passed to the jitted network are copied
+  # to the device on every call (87 MB in 470 arrays).
+  params = jax.device_put(params)
   out = []
   for start in range(0, n, bs):
     batch = np.asarray(images[start:start + bs])
@@ -450,9 +453,11 @@ def fid_features(params: Mapping[str, Any], images, batch_size: int = 50,
     if real < bs:
       pad = np.zeros((bs - real,) + batch.shape[1:], batch.dtype)
       batch = np.concatenate([batch, pad])
-    feats = _features_batch(params, jnp.asarray(batch), dtype=dtype)
-    out.append(np.asarray(feats, np.float32)[:real])
-  return np.concatenate(out)
+    # Kept on the device until all batches are dispatched, so that the host
+    # prepares the next batch while the device computes this one.
+    out.append((_features_batch(params, jax.device_put(batch), dtype=dtype),
+                real))
+  return np.concatenate([np.asarray(f, np.float32)[:real] for f, real in out])
 
 
 # --- Converter ---------------------------------------------------------------
