@@ -446,18 +446,21 @@ def fid_features(params: Mapping[str, Any], images, batch_size: int = 50,
   # Once, not per call: numpy weights passed to the jitted network are copied
   # to the device on every call (87 MB in 470 arrays).
   params = jax.device_put(params)
-  out = []
+  out, pending = [], None
   for start in range(0, n, bs):
     batch = np.asarray(images[start:start + bs])
     real = len(batch)
     if real < bs:
       pad = np.zeros((bs - real,) + batch.shape[1:], batch.dtype)
       batch = np.concatenate([batch, pad])
-    # Kept on the device until all batches are dispatched, so that the host
-    # prepares the next batch while the device computes this one.
-    out.append((_features_batch(params, jax.device_put(batch), dtype=dtype),
-                real))
-  return np.concatenate([np.asarray(f, np.float32)[:real] for f, real in out])
+    feats = _features_batch(params, jax.device_put(batch), dtype=dtype)
+    # The previous batch is read back only once this one is queued, so the
+    # device has work while the host waits and prepares the next batch.
+    if pending is not None:
+      out.append(np.asarray(pending[0], np.float32)[:pending[1]])
+    pending = (feats, real)
+  out.append(np.asarray(pending[0], np.float32)[:pending[1]])
+  return np.concatenate(out)
 
 
 # --- Converter ---------------------------------------------------------------
