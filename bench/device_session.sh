@@ -119,13 +119,13 @@ REFPY=(python3 bench/reference.py --ref="$REF" --steps=$STEPS --warmup=$WARM)
 # Order, most wanted first, so that a budget cut loses the least: the
 # paper batches (DCGAN 128, SRGAN 16), each beside its reference and then
 # as one CUDA graph per step (DCGAN's also under the 'cudnn' conv rule),
-# with the real SRGAN feed in front of the graph step; the convolutions as
-# GEMMs at those batches; InceptionV3 plain and folded; traces of the
-# paper-batch steps and of InceptionV3; D's passes as two calls (the check
-# on a default); the large batches (DCGAN's also under 'cudnn'), then as
-# graphs; Inception's torch.compile reference; the other A/B levers; the
-# GEMM SRGAN step's trace; the default pipelines; degradations; the conv
-# forms; the largest batch.
+# with the real SRGAN feed in front of the graph step; InceptionV3 plain
+# and folded, beside torch.compile; traces of the paper-batch steps and of
+# InceptionV3; the convolutions as GEMMs at the paper batches; D's passes
+# as two calls (the check on a default); the large batches (DCGAN's also
+# under 'cudnn'), then as graphs; the other A/B levers; the GEMM SRGAN
+# step's trace; the default pipelines; degradations; the conv forms; the
+# largest batch.
 stage dcgan_small medjax.log 90 "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}"
 stage dcgan_small_ref reference.log 40 "${REFPY[@]}" --case=dcgan64 --batch_size "${DC_B[0]}" --modes "${MODES[@]}"
 # Every command in CUDA graphs, cuDNN convolutions included
@@ -160,13 +160,38 @@ stage pipeline_srgan_graphs medjax.log 70 env XLA_FLAGS="${XLA_FLAGS:-} $GRAPHS"
   python3 bench/pipeline.py --config=configs/srgan_brain.py "${PIPE_SR[@]}" \
   --config.dataset.data_dir="$TFDS_DIR" --config.dataset.image_size=96 \
   --config.dataset.phantom.image_size=96 --config.dataset.phantom.num_train=1000 --config.dataset.phantom.num_test=16
+stage inception medjax.log 70 python3 bench/metrics.py --cases inception_fid --inception_batch=$INC_B --dtypes "${DTYPES[@]}" --iters=$STEPS --warmup=$WARM
+# The same with each BatchNorm folded into its convolution (conv + bias +
+# ReLU, which XLA can give cuDNN as one fused call; a per-channel scale after
+# the convolution it cannot): against the rows just above.
+stage inception_fold medjax.log 70 python3 bench/metrics.py --cases inception_fid --inception_batch=$INC_B --dtypes "${DTYPES[@]}" --iters=$STEPS --warmup=$WARM --inception_fold_bn on
+# Its reference, torch.compile the goal's figure (slow to compile: 120 s),
+# beside it: medjax's InceptionV3 calls no longer copy the weights to the
+# device each time (2026-12-06), so this pair decides that goal.
+stage inception_ref reference.log 120 "${REFPY[@]}" --case=inception_fid --batch_size $INC_B --modes "${INC_MODES[@]}"
+# Traces (bench/trace_summary.py reads prof.tar.gz here): DCGAN and SRGAN
+# steps (compiles are cache hits of the stages above; XLA runs graphs
+# kernel by kernel under the profiler, so these show each kernel) and
+# InceptionV3 in bfloat16: early, since no GPU trace has come back yet and
+# every open goal's next step depends on where the device time goes.
+stage profile profile.log 60 "${TS[@]}" --dtypes float32 --steps=2 --warmup=1 \
+  --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}" --profile_dir /tmp/medjax_prof
+stage profile_srgan profile.log 60 "${TS[@]}" --dtypes float32 --steps=2 --warmup=1 \
+  --config=configs/srgan_brain.py --batch_size "${SR_B[0]}" --profile_dir /tmp/medjax_prof
+stage profile_inception profile.log 60 python3 bench/metrics.py --cases inception_fid \
+  --inception_batch=$INC_B --dtypes "${DTYPES[-1]}" --iters=2 --warmup=1 --profile_dir /tmp/medjax_prof
+# Packed now, so that a later cut keeps them; the trace JSON and HLO only:
+# the xplane.pb files (trace_summary.py does not read them) could push the
+# archive past the 16 MB a returned file may have.
+[[ -d /tmp/medjax_prof ]] && tar czf "$OUT/prof.tar.gz" --exclude="*.xplane.pb" -C /tmp medjax_prof
 # Convolutions as products of their patches where those fit 32 MB
 # (MEDJAX_CONV_FORMS=gemm, medjax/models/conv.py): Triton GEMMs, which XLA
 # puts into its CUDA graphs with the kernels around them, instead of cuDNN
 # calls it launches one by one. H100 program (bench/gpu_hlo.py): SRGAN b16
 # 438 -> 144 host launches per step (bf16 450 -> 96), DCGAN b128 97 -> 60
 # (bf16 95 -> 43). Against srgan_small and dcgan_small; the large batches
-# later.
+# later. After the graph stages: with every command in one graph, fewer
+# launches is no longer their case, only if the graphs fail.
 # float32 first (the goals still open), each dtype a stage of its own: XLA
 # autotunes every new Triton GEMM, so these compiles may take longer.
 stage convs_gemm medjax.log 120 "${TS[@]}" --dtypes "${DTYPES[0]}" --conv_forms gemm \
@@ -180,26 +205,6 @@ stage pipeline_srgan_gemm medjax.log 70 env MEDJAX_CONV_FORMS=gemm python3 bench
   --config=configs/srgan_brain.py "${PIPE_SR[@]}" \
   --config.dataset.data_dir="$TFDS_DIR" --config.dataset.image_size=96 \
   --config.dataset.phantom.image_size=96 --config.dataset.phantom.num_train=1000 --config.dataset.phantom.num_test=16
-stage inception medjax.log 70 python3 bench/metrics.py --cases inception_fid --inception_batch=$INC_B --dtypes "${DTYPES[@]}" --iters=$STEPS --warmup=$WARM
-# The same with each BatchNorm folded into its convolution (conv + bias +
-# ReLU, which XLA can give cuDNN as one fused call; a per-channel scale after
-# the convolution it cannot): against the rows just above.
-stage inception_fold medjax.log 70 python3 bench/metrics.py --cases inception_fid --inception_batch=$INC_B --dtypes "${DTYPES[@]}" --iters=$STEPS --warmup=$WARM --inception_fold_bn on
-# Traces (bench/trace_summary.py reads prof.tar.gz here): DCGAN and SRGAN
-# steps (compiles are cache hits of the stages above) and InceptionV3 in
-# bfloat16, the goal furthest off (0.71x torch.compile on the H200, at 28%
-# of its roofline): early, since no GPU trace has come back yet and every
-# open goal's next step depends on where the device time goes.
-stage profile profile.log 60 "${TS[@]}" --dtypes float32 --steps=2 --warmup=1 \
-  --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}" --profile_dir /tmp/medjax_prof
-stage profile_srgan profile.log 60 "${TS[@]}" --dtypes float32 --steps=2 --warmup=1 \
-  --config=configs/srgan_brain.py --batch_size "${SR_B[0]}" --profile_dir /tmp/medjax_prof
-stage profile_inception profile.log 60 python3 bench/metrics.py --cases inception_fid \
-  --inception_batch=$INC_B --dtypes "${DTYPES[-1]}" --iters=2 --warmup=1 --profile_dir /tmp/medjax_prof
-# Packed now, so that a later cut keeps them; the trace JSON and HLO only:
-# the xplane.pb files (trace_summary.py does not read them) could push the
-# archive past the 16 MB a returned file may have.
-[[ -d /tmp/medjax_prof ]] && tar czf "$OUT/prof.tar.gz" --exclude="*.xplane.pb" -C /tmp medjax_prof
 # D's real and fake passes as two calls (gan.one_d_call=False, the reference's
 # way and medjax's before 2026-11-26) against the one call on [real; fake]
 # that srgan_small and dcgan_small timed: the H100 program has 14 (DCGAN) and 23
@@ -228,8 +233,6 @@ stage convs_gemm_dcgan_large medjax.log 60 "${TS[@]}" --conv_forms gemm \
   --config=configs/srgan_brain.py --batch_size "${SR_B[0]}"
 ((${#DTYPES[@]} > 1)) && stage convs_gemm_dcgan_bf16 medjax.log 60 "${TS[@]}" --dtypes "${DTYPES[@]:1}" --conv_forms gemm \
   --config=configs/dcgan_brain.py --batch_size "${DC_B[0]}"
-# Slowest for PyTorch to compile, so late: Inception under torch.compile.
-stage inception_ref reference.log 120 "${REFPY[@]}" --case=inception_fid --batch_size $INC_B --modes "${INC_MODES[@]}"
 # medjax.models.norm.BatchNorm (MEDJAX_BATCHNORM=fused) against nn.BatchNorm,
 # the default srgan_small and dcgan_small timed: its statistics and their backward
 # pass are one reduction each; the H100 program has 16-19% fewer kernels per
