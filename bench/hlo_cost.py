@@ -274,8 +274,9 @@ def thunks(sequence_text: str) -> dict[str, int]:
   """What the GPU runtime launches per call, from XLA's thunk sequence.
 
   `sequence_text` is the `*.thunk_sequence_after_thunk_passes.txt` an XLA
-  dump writes (`*.thunk_sequence.txt` where the passes changed nothing): one line per thunk, commands captured into a CUDA graph
-  (`kCommandBuffer`) indented under it.
+  dump writes (`*.thunk_sequence.txt` where the passes changed nothing): one
+  line per thunk, commands captured into a CUDA graph (`kCommandBuffer`)
+  indented under it.
 
   Returns:
     {'launches': top-level thunks (a kernel, a cuDNN call, a copy or a whole
