@@ -151,9 +151,11 @@ def roofline(compiled, seconds: float,
   Returns:
     {'roofline_ms': `hlo_cost.roofline`'s bound at this chip's bandwidth
     and peaks (H100 SXM's per-type peaks scaled by its bf16 peak),
-    'roofline_fraction': the bound over the measured time, and
-    `hlo_cost.zero_dilated`'s count of kernels writing zero-dilated
-    tensors}; {} for chips
+    'roofline_fraction': the bound over the measured time, 'kernels': the
+    program's kernels per call (`hlo_cost.kernels`: inside a CUDA graph
+    each still runs on its own, so with `roofline_ms` it tells a step's
+    per-kernel cost from its arithmetic), and `hlo_cost.zero_dilated`'s
+    count of kernels writing zero-dilated tensors}; {} for chips
     not in `BANDWIDTH` (CPUs, TPUs: their programs are not GPU kernels);
     {'roofline_error'} if the program's text cannot be read.
   """
@@ -168,12 +170,13 @@ def roofline(compiled, seconds: float,
     bound = hlo_cost.roofline(
         text, bandwidth, {k: v * scale for k, v in hlo_cost.PEAK_FLOPS.items()})
     dilated = hlo_cost.zero_dilated(text)
+    count = hlo_cost.kernels(hlo_cost.census(text))
   except Exception as e:  # pylint: disable=broad-except
     # HLO text this parser does not know must not cost the measurement.
     return {'roofline_error': f'{type(e).__name__}: {e}'[:200]}
   return {'roofline_ms': bound['roofline_ms'],
           'roofline_fraction': bound['roofline_ms'] / 1e3 / seconds,
-          **dilated}
+          'kernels': count, **dilated}
 
 
 def utilisation(flops: float, seconds: float,

@@ -223,6 +223,21 @@ stage graphs_large medjax.log 120 env XLA_FLAGS="${XLA_FLAGS:-} $GRAPHS" \
   "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[@]:1}" --conv_forms cudnn
 stage graphs_srgan_large medjax.log 100 env XLA_FLAGS="${XLA_FLAGS:-} $GRAPHS" \
   "${TS[@]}" --dtypes "${DTYPES[0]}" --config=configs/srgan_brain.py --batch_size "${SR_B[@]:1}"
+# Inside one graph each kernel still costs its own few microseconds
+# (report.py's "cost per kernel" table reads that from the graph rows), so
+# the levers that cut kernels count again there: BatchNorm fused and the
+# kernels kept OHWI together, with DCGAN under 'cudnn', one launch each
+# (H200 programs compiled here, 2026-12-07: DCGAN b128 fp32 245 -> 194
+# kernels, bound 1.23 -> 1.15 ms; b1024 bf16 255 -> 218, 4.67 -> 4.48;
+# SRGAN fp32 b16 1,122 -> 801, b64 1,127 -> 807, 10.83 -> 10.61 ms).
+# Against graphs_dcgan, graphs_large and graphs_srgan(_large): the open
+# goals' dtypes (DCGAN both at 1024, float32 at 128; SRGAN float32).
+stage graphs_fewest_dcgan medjax.log 120 env XLA_FLAGS="${XLA_FLAGS:-} $GRAPHS" \
+  "${TS[@]}" --config=configs/dcgan_brain.py --batch_size "${DC_B[@]}" --conv_forms cudnn \
+  --batchnorm fused --config.state_kernel_layout=ohwi
+stage graphs_fewest_srgan medjax.log 120 env XLA_FLAGS="${XLA_FLAGS:-} $GRAPHS" \
+  "${TS[@]}" --dtypes "${DTYPES[0]}" --config=configs/srgan_brain.py --batch_size "${SR_B[@]}" \
+  --batchnorm fused --config.state_kernel_layout=ohwi
 stage convs_gemm_large medjax.log 100 "${TS[@]}" --conv_forms gemm \
   --config=configs/srgan_brain.py --batch_size "${SR_B[@]:1}"
 stage convs_gemm_dcgan_large medjax.log 60 "${TS[@]}" --conv_forms gemm \

@@ -9,8 +9,8 @@ one (ref_degrade.py) and medjax's bench/ train_step, metrics, degradations,
 pipeline and max_batch scripts. Prints the device/date/commit header and
 markdown tables against the performance issue's goals: train steps and
 Inception vs PyTorch (each dtype >= 2x PyTorch's best; Inception >=
-torch.compile), the train steps' fixed cost per step (from two batches),
-degradations vs OpenCV (>= 10x), real vs synthetic input pipeline (<= 1.10),
+torch.compile), the train steps' fixed cost per step (from two batches)
+and their cost per kernel beyond the roofline (GPU rows), degradations vs OpenCV (>= 10x), real vs synthetic input pipeline (<= 1.10),
 largest batch. A figure measured more than once is the
 median, marked `*` and footnoted with the count. `--json`: one JSON object per
 table row instead. Standard library only (no jax): runs anywhere.
@@ -320,6 +320,36 @@ def fixed_costs(rows: Sequence[Row]) -> list[Row]:
   return out
 
 
+def kernel_costs(rows: Sequence[Row]) -> list[Row]:
+  """What each kernel of a train step costs beyond its arithmetic.
+
+  (step time - roofline) / kernels per call, from the medians of each
+  (workload, batch, dtype) whose rows carry `roofline_ms` and `kernels`
+  (rows timed on a GPU). Under XLA's default CUDA graphs the excess
+  holds every separate launch; with the whole step one graph
+  (`+CONVOLUTION`, a workload of its own) only what a kernel costs inside
+  a graph: the figure that says whether fewer, larger kernels still pay.
+
+  Returns:
+    One dict per (workload, batch, dtype): `step_ms`, `roofline_ms`,
+    `kernels`, `excess_us_per_kernel`.
+  """
+  steps = _group((r for r in rows if r.get('bench') == 'train_step'
+                  and _workload(r) and r.get('step_ms')
+                  and r.get('roofline_ms') and r.get('kernels')),
+                 lambda r: (_workload(r), r.get('batch'), r.get('dtype')))
+  out = []
+  for (w, b, d), group in _sorted(steps):
+    step, bound, count = (_median(group, f)
+                          for f in ('step_ms', 'roofline_ms', 'kernels'))
+    out.append({'table': 'kernel_cost', 'workload': w, 'batch': b,
+                'dtype': d, 'step_ms': step, 'roofline_ms': bound,
+                'kernels': count,
+                'excess_us_per_kernel': 1e3 * (step - bound) / count,
+                'runs': {}})
+  return out
+
+
 def build_report(rows: Sequence[Row], commit: str, date: str) -> list[Row]:
   """All tables' rows after a 'session' row.
 
@@ -329,15 +359,15 @@ def build_report(rows: Sequence[Row], commit: str, date: str) -> list[Row]:
 
   Returns:
     [{'table': 'session', 'devices' (the medjax rows' distinct devices),
-    'date', 'commit'}, *compare_steps, *fixed_costs, *compare_degradations,
-    *compare_pipeline, *largest_batches].
+    'date', 'commit'}, *compare_steps, *fixed_costs, *kernel_costs,
+    *compare_degradations, *compare_pipeline, *largest_batches].
   """
   devices = list(dict.fromkeys(
       str(r['device']) for r in rows
       if r.get('bench', 'reference') != 'reference' and r.get('device')))
   return [{'table': 'session', 'devices': devices, 'date': date,
            'commit': commit}, *compare_steps(rows),
-          *fixed_costs(rows), *compare_degradations(rows),
+          *fixed_costs(rows), *kernel_costs(rows), *compare_degradations(rows),
           *compare_pipeline(rows), *largest_batches(rows)]
 
 
@@ -384,6 +414,13 @@ SECTIONS = {  # table: (title, header, cells(row, marked cell))
             _fmt(lambda v: f'{v:.2f}')(r['fixed_ms']),
             _fmt(lambda v: f'{v:.3f}')(r['per_image_ms']),
             PCT(r['fixed_share']), MS(r['host_loop_ms'])]),
+    'kernel_cost': ('Cost per kernel beyond the roofline (GPU rows)', [
+        'workload', 'batch', 'dtype', 'step ms', 'roofline ms', 'kernels',
+        'us per kernel beyond the roofline'], lambda r, c: [
+            r['workload'], str(r['batch']), str(r['dtype']),
+            MS(r['step_ms']), _fmt(lambda v: f'{v:.2f}')(r['roofline_ms']),
+            _fmt(lambda v: f'{v:.0f}')(r['kernels']),
+            _fmt(lambda v: f'{v:.1f}')(r['excess_us_per_kernel'])]),
     'degradations': ('Degradations on device vs OpenCV', [
         'spec', 'batch', 'medjax img/s', 'OpenCV img/s', 'OpenCV figure',
         'ratio', 'goal', 'met?'], lambda r, c: [

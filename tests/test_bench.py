@@ -337,6 +337,7 @@ ENTRY %main (x: f32[1000]) -> f32[1000] {
   got = benchlib.roofline(Compiled(), 1e-3, 'NVIDIA H200')
   assert got['roofline_ms'] == pytest.approx(1e3 * 8000 / 4.8e12)
   assert got['zero_dilated_kernels'] == 0
+  assert got['kernels'] == 1
   assert got['roofline_fraction'] == pytest.approx(8000 / 4.8e12 / 1e-3)
   assert benchlib.roofline(Compiled(), 1e-3, 'NVIDIA H100 PCIe')[
       'roofline_ms'] == pytest.approx(1e3 * 8000 / 2.0e12)

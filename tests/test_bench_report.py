@@ -304,3 +304,25 @@ def test_fixed_cost_is_the_line_through_the_smallest_and_largest_batch():
       (0.25, 7.0, 7.0 / 11.0, 10.0))
   text = report.render(report.build_report(rows, commit='c', date='d'))
   assert '| srgan_x4_96 | float32 | 16 / 64 | 11.0 / 23.0 | 7.00 | 0.250 | 63.6% | 10.0 |' in text
+
+
+def test_kernel_cost_is_the_time_beyond_the_roofline_per_kernel():
+  """(median step - roofline) / kernels, per workload, batch and dtype; a
+  graph run is its own workload; rows without a roofline (CPU) get none."""
+  graphs = '--xla_gpu_enable_command_buffer=+CONVOLUTION'
+  rows = [_train('srgan', 96, 16, 'float32', 1e3 * 16 / 11.0,
+                 roofline_ms=3.0, kernels=1000, xla_flags=''),
+          _train('srgan', 96, 16, 'float32', 1e3 * 16 / 13.0,
+                 roofline_ms=3.0, kernels=1000, xla_flags=''),
+          _train('srgan', 96, 16, 'float32', 1e3 * 16 / 6.0,
+                 roofline_ms=3.0, kernels=1000, xla_flags=graphs),
+          _train('dcgan', 64, 128, 'float32', 20000.0)]
+  built = report.build_report(rows, commit='c', date='d')
+  costs = [r for r in built if r['table'] == 'kernel_cost']
+  assert [(r['workload'], r['step_ms'], r['kernels']) for r in costs] == [
+      ('srgan_x4_96', pytest.approx(12.0), 1000),
+      (f'srgan_x4_96 (XLA_FLAGS {graphs})', pytest.approx(6.0), 1000)]
+  np.testing.assert_allclose([r['excess_us_per_kernel'] for r in costs],
+                             [9.0, 3.0])
+  assert '| srgan_x4_96 | 16 | float32 | 12.0 | 3.00 | 1000 | 9.0 |' in (
+      report.render(built))
