@@ -148,3 +148,21 @@ def test_errors():
   # A blank set gives finite numbers, not NaN.
   blank = np.zeros((2, 16, 16, 3), np.float32)
   assert np.isfinite(swd.sliced_wasserstein(blank, blank).average)
+
+
+def test_device_and_host_sorts_agree():
+  """Accelerators sort on device (`_sorted_distance`), CPUs with numpy: the
+  two give the same distance, and a level's distance is the mean of its
+  repeats' (the numpy reference's order of means)."""
+  rng = np.random.default_rng(4)
+  a = jnp.asarray(rng.normal(size=(40, 12)), jnp.float32)
+  b = jnp.asarray(rng.uniform(-2, 2, size=(40, 12)), jnp.float32)
+  key = jax.random.key(7)
+  pa, pb = swd._project(a, b, key, 1, 3, 8)
+  assert pa.shape == pb.shape == (3 * 8, 40)
+  host = swd._swd_level(a, b, key, 1, 3, 8)
+  np.testing.assert_allclose(float(swd._sorted_distance(pa, pb)), host,
+                             rtol=1e-6)
+  np.testing.assert_allclose(
+      host, _np_swd(np.asarray(a, np.float64), np.asarray(b, np.float64), key,
+                    1, 3, 8), rtol=1e-5)

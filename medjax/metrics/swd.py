@@ -16,10 +16,11 @@ Quality, Stability, and Variation", ICLR 2018, Sec. 5 and their
   * values multiplied by 1e3 (the paper's tables: "SWD x 1e3"), per level and
     their average. Lower = closer distributions.
 
-Runs on device (jit), batched over images, seeded. The real and generated sets
-get independent patch positions, as in the reference, so two identical sets
-give a small positive noise floor rather than 0 (`from_descriptors` of one set
-with itself is exactly 0).
+Runs on device (jit), batched over images, seeded; on CPUs the projections
+are sorted by numpy (XLA:CPU's sort is ~8x slower). The real and generated
+sets get independent patch positions, as in the reference, so two identical
+sets give a small positive noise floor rather than 0 (`from_descriptors` of
+one set with itself is exactly 0).
 """
 
 from __future__ import annotations
@@ -206,16 +207,36 @@ def descriptors(images, key: jax.Array, batch_size: int = 256,
 
 @functools.partial(jax.jit, static_argnames=('level', 'dir_repeats',
                                              'dirs_per_repeat'))
+def _project(a: jax.Array, b: jax.Array, key: jax.Array, level: int,
+             dir_repeats: int, dirs_per_repeat: int):
+  """Both sets' descriptors on every repeat's directions, one row per
+  direction: (R * D, N) each, so that sorting runs along rows."""
+  dirs = jnp.concatenate([
+      random_directions(key, level, r, a.shape[1], dirs_per_repeat)
+      for r in range(dir_repeats)], axis=1)
+  hi = jax.lax.Precision.HIGHEST
+  return (jnp.matmul(dirs.T, a.T, precision=hi),
+          jnp.matmul(dirs.T, b.T, precision=hi))
+
+
+@jax.jit
+def _sorted_distance(pa: jax.Array, pb: jax.Array) -> jax.Array:
+  return jnp.mean(jnp.abs(jnp.sort(pa, axis=-1) - jnp.sort(pb, axis=-1)))
+
+
 def _swd_level(a: jax.Array, b: jax.Array, key: jax.Array, level: int,
-               dir_repeats: int, dirs_per_repeat: int) -> jax.Array:
-  results = []
-  for r in range(dir_repeats):
-    dirs = random_directions(key, level, r, a.shape[1], dirs_per_repeat)
-    hi = jax.lax.Precision.HIGHEST
-    pa = jnp.sort(jnp.matmul(a, dirs, precision=hi), axis=0)
-    pb = jnp.sort(jnp.matmul(b, dirs, precision=hi), axis=0)
-    results.append(jnp.mean(jnp.abs(pa - pb)))
-  return jnp.mean(jnp.stack(results))
+               dir_repeats: int, dirs_per_repeat: int) -> float:
+  """Mean over repeats and directions of |sorted pa - sorted pb| (every
+  repeat has as many projections, so one mean over all is the mean of the
+  repeats' means)."""
+  pa, pb = _project(a, b, key, level, dir_repeats, dirs_per_repeat)
+  if all(d.platform == 'cpu' for d in pa.devices()):
+    # XLA:CPU sorts ~8x slower than numpy (2-core EPYC, 128 x 32,768
+    # float32 by row: 0.80 s vs 0.10 s), and a CPU array is already in
+    # host memory: same values, sorted here.
+    pa, pb = np.sort(np.asarray(pa), axis=-1), np.sort(np.asarray(pb), axis=-1)
+    return float(np.mean(np.abs(pa - pb), dtype=np.float64))
+  return float(_sorted_distance(pa, pb))
 
 
 def from_descriptors(desc_a: list[jax.Array], desc_b: list[jax.Array],
@@ -236,8 +257,8 @@ def from_descriptors(desc_a: list[jax.Array], desc_b: list[jax.Array],
       raise ValueError(f'level {level}: descriptor sets differ in shape '
                        f'{a.shape} vs {b.shape} (use as many images in each '
                        'set, of one size)')
-    out.append(1e3 * float(_swd_level(a, b, key, level, dir_repeats,
-                                      dirs_per_repeat)))
+    out.append(1e3 * _swd_level(a, b, key, level, dir_repeats,
+                                dirs_per_repeat))
   return out
 
 
