@@ -10,10 +10,10 @@ pipeline and max_batch scripts. Prints the device/date/commit header and
 markdown tables against the performance issue's goals: train steps and
 Inception vs PyTorch (each dtype >= 2x PyTorch's best; Inception >=
 torch.compile), the train steps' fixed cost per step (from two batches)
-and their cost per kernel beyond the roofline (GPU rows), degradations vs OpenCV (>= 10x), real vs synthetic input pipeline (<= 1.10),
-largest batch. A figure measured more than once is the
-median, marked `*` and footnoted with the count. `--json`: one JSON object per
-table row instead. Standard library only (no jax): runs anywhere.
+and their cost per kernel beyond the roofline (GPU rows), degradations vs
+OpenCV (>= 10x), real vs synthetic input pipeline (<= 1.10), largest batch.
+A figure measured more than once is the median, marked `*` and footnoted
+with the count. `--json`: one JSON object per table row instead. Standard library only (no jax): runs anywhere.
 """
 
 from __future__ import annotations
