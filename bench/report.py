@@ -13,7 +13,8 @@ torch.compile), the train steps' fixed cost per step (from two batches)
 and their cost per kernel beyond the roofline (GPU rows), degradations vs
 OpenCV (>= 10x), real vs synthetic input pipeline (<= 1.10), largest batch.
 A figure measured more than once is the median, marked `*` and footnoted
-with the count. `--json`: one JSON object per table row instead. Standard library only (no jax): runs anywhere.
+with the count. `--json`: one JSON object per table row instead. Standard
+library only (no jax): runs anywhere.
 """
 
 from __future__ import annotations
@@ -367,8 +368,9 @@ def build_report(rows: Sequence[Row], commit: str, date: str) -> list[Row]:
       if r.get('bench', 'reference') != 'reference' and r.get('device')))
   return [{'table': 'session', 'devices': devices, 'date': date,
            'commit': commit}, *compare_steps(rows),
-          *fixed_costs(rows), *kernel_costs(rows), *compare_degradations(rows),
-          *compare_pipeline(rows), *largest_batches(rows)]
+          *fixed_costs(rows), *kernel_costs(rows),
+          *compare_degradations(rows), *compare_pipeline(rows),
+          *largest_batches(rows)]
 
 
 def _fmt(fn: Callable[[float], str]) -> Callable[[Any], str]:
