@@ -201,6 +201,37 @@ def test_convert_and_first_block_matches_reference():
                                err_msg=layer)
 
 
+def _ref_pool_grad(x, g):
+  """2x2/2 max-pool gradient, loop by loop: the first maximum in row-major
+  window order takes it (PyTorch's rule)."""
+  dx = np.zeros(x.shape, g.dtype)
+  for b, i, j, c in np.ndindex(g.shape):
+    window = x[b, 2 * i:2 * i + 2, 2 * j:2 * j + 2, c].reshape(-1)
+    k = int(np.argmax(window))  # the first maximum
+    dx[b, 2 * i + k // 2, 2 * j + k % 2, c] = g[b, i, j, c]
+  return dx
+
+
+@pytest.mark.parametrize('shape', [(2, 6, 8, 3), (1, 7, 5, 2)])
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_max_pool_values_and_gradient_with_ties(shape, dtype):
+  import flax.linen as nn
+  rng = np.random.default_rng(0)
+  # Values in {0, 1, 2}: most windows hold ties, the case the rule decides.
+  x = jnp.asarray(rng.integers(0, 3, shape), dtype)
+  out_shape = (shape[0], shape[1] // 2, shape[2] // 2, shape[3])
+  g = jnp.asarray(rng.normal(size=out_shape), dtype)
+  y = vgg.max_pool_2x2(x)
+  np.testing.assert_array_equal(y, nn.max_pool(x, (2, 2), strides=(2, 2)))
+  dx = jax.vjp(vgg.max_pool_2x2, x)[1](g)[0]
+  assert dx.shape == x.shape and dx.dtype == x.dtype
+  want = _ref_pool_grad(np.asarray(x, np.float32), np.asarray(g, np.float32))
+  np.testing.assert_array_equal(np.asarray(dx, np.float32), want)
+  # XLA's own max-pool gradient (select-and-scatter) agrees.
+  xla = jax.vjp(lambda a: nn.max_pool(a, (2, 2), strides=(2, 2)), x)[1](g)[0]
+  np.testing.assert_array_equal(dx, xla)
+
+
 def test_convert_missing_keys():
   sd = _fake_vgg19_state_dict()
   del sd['features.34.bias']
