@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import tempfile
 
 # Set before JAX is imported anywhere; subprocesses inherit them. Compilation
 # dominates tiny models, so most XLA optimisations are off.
@@ -23,6 +24,23 @@ def load_bench(name: str):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _temporary_files_under_pytest(tmp_path_factory):
+  """Temporary files of the tests and their subprocesses go under pytest's
+  own temporary tree, which pytest prunes: TFDS leaves an empty folder in
+  the temporary directory for each dataset it builds
+  (`DatasetInfo.initialize_from_bucket`, tensorflow-datasets 4.9)."""
+  folder = str(tmp_path_factory.mktemp('tmp'))
+  saved = os.environ.get('TMPDIR'), tempfile.tempdir
+  os.environ['TMPDIR'], tempfile.tempdir = folder, folder
+  yield
+  if saved[0] is None:
+    del os.environ['TMPDIR']
+  else:
+    os.environ['TMPDIR'] = saved[0]
+  tempfile.tempdir = saved[1]
 
 
 @pytest.fixture(scope='session')
