@@ -231,6 +231,14 @@ def test_stem_conv_and_block_a_match_reference(fake_sd, fake_params):
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+def test_pool_input_needs_a_pointwise_convolution():
+  x = jnp.zeros((1, 5, 5, 4))
+  for k, s in (((3, 3), 1), ((1, 1), 2)):
+    with pytest.raises(ValueError, match='1x1 convolution with stride 1'):
+      inception.BasicConv2d(8, k, s, pool_input=True).init(
+          jax.random.key(0), x)
+
+
 def test_folded_batch_norm_matches_the_reference_and_the_unfolded_net(
     fake_sd, fake_params):
   rng = np.random.default_rng(7)

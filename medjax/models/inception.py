@@ -161,6 +161,12 @@ class BasicConv2d(nn.Module):
       hand to cuDNN as one fused call (a per-channel scale after the
       convolution is not). Same params; equal to rounding (float32 features
       within ~1e-6 relative; see tests/test_inception.py).
+    pool_input: the layer is the blocks' `branch_pool` of a 3x3 average
+      pool: relu(bn(conv(avg_pool(x)))). A 1x1 convolution and the
+      BatchNorm are per-pixel affine maps, so the pool is applied to the
+      convolution's output instead, the same value up to rounding: over
+      its `features` channels rather than the input's (192-2,048 against
+      32-192), a quarter to a sixth of the pool's memory traffic.
   """
   features: int
   kernel_size: tuple[int, int]
@@ -169,12 +175,16 @@ class BasicConv2d(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   fold_bn: bool = False
+  pool_input: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     ph, pw = self.padding
     padding = ((ph, ph), (pw, pw))
     strides = (self.stride, self.stride)
+    if self.pool_input and (self.kernel_size != (1, 1) or self.stride != 1):
+      raise ValueError('pool_input needs a 1x1 convolution with stride 1')
+    pool = _avg_pool_3x3_same if self.pool_input else lambda y: y
     mul, add = _BatchNormParams(self.param_dtype, name='bn')(self.features)
     if self.fold_bn:
       kernel = _ConvKernel(self.features, self.kernel_size, self.param_dtype,
@@ -183,13 +193,13 @@ class BasicConv2d(nn.Module):
       y = conv.conv_general_dilated(
           x.astype(self.dtype), kernel, strides, padding,
           dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-      return nn.relu(y + add.astype(self.dtype))
+      return nn.relu(pool(y) + add.astype(self.dtype))
     x = nn.Conv(
         self.features, self.kernel_size, strides=strides, padding=padding,
         use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
         conv_general_dilated=conv.conv_general_dilated, name='conv')(x)
     # One multiply-add, in float32 whatever the compute dtype.
-    return nn.relu(x.astype(jnp.float32) * mul + add).astype(self.dtype)
+    return nn.relu(pool(x.astype(jnp.float32)) * mul + add).astype(self.dtype)
 
 
 class _ConvKernel(nn.Module):
@@ -250,11 +260,11 @@ class InceptionBlock(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     specs = {s[0]: s for s in block_convs(self.kind, x.shape[-1], self.arg)}
 
-    def bc(name: str, h: jax.Array) -> jax.Array:
+    def bc(name: str, h: jax.Array, pool_input: bool = False) -> jax.Array:
       _, _, cout, k, s, p = specs[name]
       return BasicConv2d(cout, k, s, p, dtype=self.dtype,
                          param_dtype=self.param_dtype, fold_bn=self.fold_bn,
-                         name=name)(h)
+                         pool_input=pool_input, name=name)(h)
 
     def chain(h: jax.Array, *names: str) -> jax.Array:
       for n in names:
@@ -266,7 +276,7 @@ class InceptionBlock(nn.Module):
       outs = [bc('branch1x1', x),
               chain(x, 'branch5x5_1', 'branch5x5_2'),
               chain(x, 'branch3x3dbl_1', 'branch3x3dbl_2', 'branch3x3dbl_3'),
-              bc('branch_pool', _avg_pool_3x3_same(x))]
+              bc('branch_pool', x, pool_input=True)]
     elif k == 'B':
       outs = [bc('branch3x3', x),
               chain(x, 'branch3x3dbl_1', 'branch3x3dbl_2', 'branch3x3dbl_3'),
@@ -276,7 +286,7 @@ class InceptionBlock(nn.Module):
               chain(x, 'branch7x7_1', 'branch7x7_2', 'branch7x7_3'),
               chain(x, 'branch7x7dbl_1', 'branch7x7dbl_2', 'branch7x7dbl_3',
                     'branch7x7dbl_4', 'branch7x7dbl_5'),
-              bc('branch_pool', _avg_pool_3x3_same(x))]
+              bc('branch_pool', x, pool_input=True)]
     elif k == 'D':
       outs = [chain(x, 'branch3x3_1', 'branch3x3_2'),
               chain(x, 'branch7x7x3_1', 'branch7x7x3_2', 'branch7x7x3_3',
@@ -286,15 +296,16 @@ class InceptionBlock(nn.Module):
       b3 = bc('branch3x3_1', x)
       d3 = chain(x, 'branch3x3dbl_1', 'branch3x3dbl_2')
       if k == 'E1':
-        pool = _avg_pool_3x3_same(x)
+        pool = bc('branch_pool', x, pool_input=True)
       else:
-        # FIDInceptionE_2: a max pool here (a quirk of the TF graph).
-        pool = nn.max_pool(x, (3, 3), strides=(1, 1),
-                           padding=((1, 1), (1, 1)))
+        # FIDInceptionE_2: a max pool here (a quirk of the TF graph), which
+        # does not commute with the convolution.
+        pool = bc('branch_pool', nn.max_pool(x, (3, 3), strides=(1, 1),
+                                             padding=((1, 1), (1, 1))))
       outs = [bc('branch1x1', x),
               bc('branch3x3_2a', b3), bc('branch3x3_2b', b3),
               bc('branch3x3dbl_3a', d3), bc('branch3x3dbl_3b', d3),
-              bc('branch_pool', pool)]
+              pool]
     else:
       raise ValueError(f'unknown Inception block type {k!r}')
     # torch.cat(dim=1) in NCHW is a concat of the channel axis here.
