@@ -231,12 +231,71 @@ def test_stem_conv_and_block_a_match_reference(fake_sd, fake_params):
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_pool_input_needs_a_pointwise_convolution():
-  x = jnp.zeros((1, 5, 5, 4))
-  for k, s in (((3, 3), 1), ((1, 1), 2)):
-    with pytest.raises(ValueError, match='1x1 convolution with stride 1'):
-      inception.BasicConv2d(8, k, s, pool_input=True).init(
-          jax.random.key(0), x)
+def _unmerged_block(kind, arg, params, x, fold_bn):
+  """pytorch-fid's block as written: every BasicConv2d on its own, the
+  average pools before their convolution."""
+  specs = {s[0]: s for s in inception.block_convs(kind, x.shape[-1], arg)}
+
+  def bc(name, h):
+    _, _, cout, k, s, p = specs[name]
+    return inception.BasicConv2d(cout, k, s, p, fold_bn=fold_bn).apply(
+        {'params': params[name]}, h)
+
+  def chain(h, *names):
+    for n in names:
+      h = bc(n, h)
+    return h
+
+  avg = lambda h: jnp.asarray(_ref_avg_pool_no_pad(np.asarray(h, np.float64)),
+                              jnp.float32)
+  maxp = lambda h, s, pad: jax.lax.reduce_window(
+      h, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, s, s, 1),
+      ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  if kind == 'A':
+    outs = [bc('branch1x1', x), chain(x, 'branch5x5_1', 'branch5x5_2'),
+            chain(x, 'branch3x3dbl_1', 'branch3x3dbl_2', 'branch3x3dbl_3'),
+            bc('branch_pool', avg(x))]
+  elif kind == 'B':
+    outs = [bc('branch3x3', x),
+            chain(x, 'branch3x3dbl_1', 'branch3x3dbl_2', 'branch3x3dbl_3'),
+            maxp(x, 2, 0)]
+  elif kind == 'C':
+    outs = [bc('branch1x1', x),
+            chain(x, 'branch7x7_1', 'branch7x7_2', 'branch7x7_3'),
+            chain(x, 'branch7x7dbl_1', 'branch7x7dbl_2', 'branch7x7dbl_3',
+                  'branch7x7dbl_4', 'branch7x7dbl_5'),
+            bc('branch_pool', avg(x))]
+  elif kind == 'D':
+    outs = [chain(x, 'branch3x3_1', 'branch3x3_2'),
+            chain(x, 'branch7x7x3_1', 'branch7x7x3_2', 'branch7x7x3_3',
+                  'branch7x7x3_4'),
+            maxp(x, 2, 0)]
+  else:
+    b3 = bc('branch3x3_1', x)
+    d3 = chain(x, 'branch3x3dbl_1', 'branch3x3dbl_2')
+    pool = avg(x) if kind == 'E1' else maxp(x, 1, 1)
+    outs = [bc('branch1x1', x), bc('branch3x3_2a', b3),
+            bc('branch3x3_2b', b3), bc('branch3x3dbl_3a', d3),
+            bc('branch3x3dbl_3b', d3), bc('branch_pool', pool)]
+  return jnp.concatenate(outs, axis=-1)
+
+
+@pytest.mark.parametrize('fold_bn', [False, True])
+@pytest.mark.parametrize('block', ['Mixed_5c', 'Mixed_6a', 'Mixed_6b',
+                                   'Mixed_7a', 'Mixed_7b', 'Mixed_7c'])
+def test_blocks_equal_their_unmerged_definition(fake_params, block, fold_bn):
+  """Each block's 1x1 convolutions of its input run as one, and its average
+  pool after its convolution: the same values as the block as written."""
+  _, kind, cin, arg = next(m for m in inception._MIXED if m[0] == block)
+  x = jnp.asarray(np.maximum(np.random.default_rng(3).standard_normal(
+      (2, 7, 6, cin)), 0), jnp.float32)
+  want = _unmerged_block(kind, arg, fake_params[block], x, fold_bn)
+  got = inception.InceptionBlock(kind, arg, fold_bn=fold_bn).apply(
+      {'params': fake_params[block]}, x)
+  assert got.shape == want.shape
+  scale = float(jnp.max(jnp.abs(want)))
+  assert scale > 0.1
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * scale)
 
 
 def test_folded_batch_norm_matches_the_reference_and_the_unfolded_net(

@@ -161,12 +161,6 @@ class BasicConv2d(nn.Module):
       hand to cuDNN as one fused call (a per-channel scale after the
       convolution is not). Same params; equal to rounding (float32 features
       within ~1e-6 relative; see tests/test_inception.py).
-    pool_input: the layer is the blocks' `branch_pool` of a 3x3 average
-      pool: relu(bn(conv(avg_pool(x)))). A 1x1 convolution and the
-      BatchNorm are per-pixel affine maps, so the pool is applied to the
-      convolution's output instead, the same value up to rounding: over
-      its `features` channels rather than the input's (192-2,048 against
-      32-192), a quarter to a sixth of the pool's memory traffic.
   """
   features: int
   kernel_size: tuple[int, int]
@@ -175,16 +169,12 @@ class BasicConv2d(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   fold_bn: bool = False
-  pool_input: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     ph, pw = self.padding
     padding = ((ph, ph), (pw, pw))
     strides = (self.stride, self.stride)
-    if self.pool_input and (self.kernel_size != (1, 1) or self.stride != 1):
-      raise ValueError('pool_input needs a 1x1 convolution with stride 1')
-    pool = _avg_pool_3x3_same if self.pool_input else lambda y: y
     mul, add = _BatchNormParams(self.param_dtype, name='bn')(self.features)
     if self.fold_bn:
       kernel = _ConvKernel(self.features, self.kernel_size, self.param_dtype,
@@ -193,13 +183,26 @@ class BasicConv2d(nn.Module):
       y = conv.conv_general_dilated(
           x.astype(self.dtype), kernel, strides, padding,
           dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-      return nn.relu(pool(y) + add.astype(self.dtype))
+      return nn.relu(y + add.astype(self.dtype))
     x = nn.Conv(
         self.features, self.kernel_size, strides=strides, padding=padding,
         use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
         conv_general_dilated=conv.conv_general_dilated, name='conv')(x)
     # One multiply-add, in float32 whatever the compute dtype.
-    return nn.relu(pool(x.astype(jnp.float32)) * mul + add).astype(self.dtype)
+    return nn.relu(x.astype(jnp.float32) * mul + add).astype(self.dtype)
+
+
+class _PointwiseParams(nn.Module):
+  """A 1x1 `BasicConv2d`'s params (same names and init), for `_heads`."""
+  features: int
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, in_features: int):
+    mul, add = _BatchNormParams(self.param_dtype, name='bn')(self.features)
+    kernel = _ConvKernel(self.features, (1, 1), self.param_dtype,
+                         name='conv')(in_features)
+    return kernel, mul, add
 
 
 class _ConvKernel(nn.Module):
@@ -260,49 +263,89 @@ class InceptionBlock(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     specs = {s[0]: s for s in block_convs(self.kind, x.shape[-1], self.arg)}
 
-    def bc(name: str, h: jax.Array, pool_input: bool = False) -> jax.Array:
+    def bc(name: str, h: jax.Array) -> jax.Array:
       _, _, cout, k, s, p = specs[name]
       return BasicConv2d(cout, k, s, p, dtype=self.dtype,
                          param_dtype=self.param_dtype, fold_bn=self.fold_bn,
-                         pool_input=pool_input, name=name)(h)
+                         name=name)(h)
 
     def chain(h: jax.Array, *names: str) -> jax.Array:
       for n in names:
         h = bc(n, h)
       return h
 
+    def heads(*names: str, pooled: str = '') -> dict[str, jax.Array]:
+      """The block's 1x1 `BasicConv2d`s of x (and `pooled`, the 1x1 one of
+      the 3x3 average pool of x) as one convolution, which reads x once.
+
+      Convolution and inference BatchNorm are per-pixel affine maps, so
+      they commute with the average pool (`count_include_pad=False`
+      included): `pooled` pools its part of the output, over its 32-192
+      channels rather than x's 192-2,048."""
+      names = names + ((pooled,) if pooled else ())
+      parts = [_PointwiseParams(specs[n][2], self.param_dtype, name=n)(
+          x.shape[-1]) for n in names]
+      kernel = jnp.concatenate([k for k, _, _ in parts], axis=-1)
+      mul = jnp.concatenate([m for _, m, _ in parts])
+      add = jnp.concatenate([a for _, _, a in parts])
+      if self.fold_bn:
+        kernel = kernel.astype(jnp.float32) * mul
+      y = conv.conv_general_dilated(
+          x.astype(self.dtype), kernel.astype(self.dtype), (1, 1),
+          ((0, 0), (0, 0)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      if self.fold_bn:
+        y = (y + add.astype(self.dtype)).astype(jnp.float32)
+      else:
+        y = y.astype(jnp.float32) * mul + add
+      out, start = {}, 0
+      for n in names:
+        part = y[..., start:start + specs[n][2]]
+        start += specs[n][2]
+        if n == pooled:
+          part = _avg_pool_3x3_same(part)
+        out[n] = nn.relu(part).astype(self.dtype)
+      return out
+
     k = self.kind
     if k == 'A':
-      outs = [bc('branch1x1', x),
-              chain(x, 'branch5x5_1', 'branch5x5_2'),
-              chain(x, 'branch3x3dbl_1', 'branch3x3dbl_2', 'branch3x3dbl_3'),
-              bc('branch_pool', x, pool_input=True)]
+      h = heads('branch1x1', 'branch5x5_1', 'branch3x3dbl_1',
+                pooled='branch_pool')
+      outs = [h['branch1x1'],
+              chain(h['branch5x5_1'], 'branch5x5_2'),
+              chain(h['branch3x3dbl_1'], 'branch3x3dbl_2', 'branch3x3dbl_3'),
+              h['branch_pool']]
     elif k == 'B':
       outs = [bc('branch3x3', x),
               chain(x, 'branch3x3dbl_1', 'branch3x3dbl_2', 'branch3x3dbl_3'),
               _max_pool_3x3_s2(x)]
     elif k == 'C':
-      outs = [bc('branch1x1', x),
-              chain(x, 'branch7x7_1', 'branch7x7_2', 'branch7x7_3'),
-              chain(x, 'branch7x7dbl_1', 'branch7x7dbl_2', 'branch7x7dbl_3',
+      h = heads('branch1x1', 'branch7x7_1', 'branch7x7dbl_1',
+                pooled='branch_pool')
+      outs = [h['branch1x1'],
+              chain(h['branch7x7_1'], 'branch7x7_2', 'branch7x7_3'),
+              chain(h['branch7x7dbl_1'], 'branch7x7dbl_2', 'branch7x7dbl_3',
                     'branch7x7dbl_4', 'branch7x7dbl_5'),
-              bc('branch_pool', x, pool_input=True)]
+              h['branch_pool']]
     elif k == 'D':
-      outs = [chain(x, 'branch3x3_1', 'branch3x3_2'),
-              chain(x, 'branch7x7x3_1', 'branch7x7x3_2', 'branch7x7x3_3',
+      h = heads('branch3x3_1', 'branch7x7x3_1')
+      outs = [chain(h['branch3x3_1'], 'branch3x3_2'),
+              chain(h['branch7x7x3_1'], 'branch7x7x3_2', 'branch7x7x3_3',
                     'branch7x7x3_4'),
               _max_pool_3x3_s2(x)]
     elif k in ('E1', 'E2'):
-      b3 = bc('branch3x3_1', x)
-      d3 = chain(x, 'branch3x3dbl_1', 'branch3x3dbl_2')
       if k == 'E1':
-        pool = bc('branch_pool', x, pool_input=True)
+        h = heads('branch1x1', 'branch3x3_1', 'branch3x3dbl_1',
+                  pooled='branch_pool')
+        pool = h['branch_pool']
       else:
+        h = heads('branch1x1', 'branch3x3_1', 'branch3x3dbl_1')
         # FIDInceptionE_2: a max pool here (a quirk of the TF graph), which
         # does not commute with the convolution.
         pool = bc('branch_pool', nn.max_pool(x, (3, 3), strides=(1, 1),
                                              padding=((1, 1), (1, 1))))
-      outs = [bc('branch1x1', x),
+      b3 = h['branch3x3_1']
+      d3 = chain(h['branch3x3dbl_1'], 'branch3x3dbl_2')
+      outs = [h['branch1x1'],
               bc('branch3x3_2a', b3), bc('branch3x3_2b', b3),
               bc('branch3x3dbl_3a', d3), bc('branch3x3dbl_3b', d3),
               pool]
