@@ -193,7 +193,8 @@ class BasicConv2d(nn.Module):
 
 
 class _PointwiseParams(nn.Module):
-  """A 1x1 `BasicConv2d`'s params (same names and init), for `_heads`."""
+  """A 1x1 `BasicConv2d`'s params (same names and init), for the blocks'
+  merged 1x1 convolutions (`InceptionBlock`)."""
   features: int
   param_dtype: Dtype = jnp.float32
 
