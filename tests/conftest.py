@@ -33,14 +33,10 @@ def _temporary_files_under_pytest(tmp_path_factory):
   the temporary directory for each dataset it builds
   (`DatasetInfo.initialize_from_bucket`, tensorflow-datasets 4.9)."""
   folder = str(tmp_path_factory.mktemp('tmp'))
-  saved = os.environ.get('TMPDIR'), tempfile.tempdir
-  os.environ['TMPDIR'], tempfile.tempdir = folder, folder
-  yield
-  if saved[0] is None:
-    del os.environ['TMPDIR']
-  else:
-    os.environ['TMPDIR'] = saved[0]
-  tempfile.tempdir = saved[1]
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv('TMPDIR', folder)
+    patch.setattr(tempfile, 'tempdir', folder)
+    yield
 
 
 @pytest.fixture(scope='session')
