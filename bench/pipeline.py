@@ -30,6 +30,9 @@ line each, then a short table:
              the put's time wherever it ran.
              Each loop also does train.py's per-step metric merge;
              timed from the first to the last step's result.
+             `load_s` is the time to read the split into memory on
+             `read_threads` threads (--read_threads; default the
+             pipeline's own).
   end_to_end real / synthetic step time, compile time (lower + compile of
              the step), XLA's memory analysis of the step, and peak memory:
              device `memory_stats()` where there is one (GPU), else this
@@ -133,7 +136,8 @@ def measure_host(setup: Setup, batches: int, warmup: int,
       'dataset': f'{setup.config.dataset.name}/{setup.config.dataset.split}',
       'num_images': len(setup.data.images),
       'batch_shape': list(image.shape), 'batch_mb': image.nbytes / 2**20,
-      'load_s': setup.load_s, 'grain_num_threads': threads,
+      'load_s': setup.load_s, 'read_threads': pipeline.READ_THREADS,
+      'grain_num_threads': threads,
       'grain_prefetch_buffer_size': buffer,
       'pipeline_defaults': threads == pipeline.NUM_THREADS
                            and buffer == pipeline.PREFETCH_BUFFER_SIZE,
@@ -279,6 +283,9 @@ def main(argv=None):
   parser.add_argument('--host_threads', type=int, nargs='*', default=None,
                       help='grain worker threads to sweep; default: the '
                            "pipeline's own (pipeline.NUM_THREADS)")
+  parser.add_argument('--read_threads', type=int, default=None,
+                      help='threads reading the split into memory; default: '
+                           "the pipeline's own (pipeline.READ_THREADS)")
   parser.add_argument('--skip_steps', action='store_true',
                       help='host pipeline only')
   parser.add_argument('--vgg_weights', default='random_vgg',
@@ -289,6 +296,8 @@ def main(argv=None):
   config = benchlib.load_config(config_argv)
   if args.batch_size:
     config.batch_size = args.batch_size
+  if args.read_threads:
+    pipeline.READ_THREADS = args.read_threads
   if config.sr.content_loss == 'vgg' and args.vgg_weights:
     config.sr.vgg_weights = args.vgg_weights
   setup = Setup(config)
@@ -309,8 +318,8 @@ def main(argv=None):
       print(f"| host | {config.model.name} | {config.batch_size} | "
             f"{r['grain_num_threads']}/{r['grain_prefetch_buffer_size']} | "
             f"{r['images_per_s']:.0f} | {r['batch_ms']:.2f} | with to_global:"
-            f" {r['to_device_images_per_s']:.0f} img/s, load {r['load_s']:.1f}"
-            f" s |")
+            f" {r['to_device_images_per_s']:.0f} img/s, load {r['load_s']:.2f}"
+            f" s on {r['read_threads']} threads |")
     elif r['measure'] == 'step':
       print(f"| step | {r['model']} | {r['batch']} | {r['source']} | "
             f"{r['images_per_s']:.1f} | {r['step_ms']:.1f} | next "

@@ -2,6 +2,7 @@
 
 import threading
 import time
+import types
 
 import jax
 import numpy as np
@@ -34,6 +35,57 @@ def test_load_phantom_split(data_dir):
   assert 'phantom' in data.description.lower()
   test = pipeline.load(dataset, 'test')
   assert test.images.shape == (8, 16, 16, 1)
+
+
+def test_load_reads_chunks_on_threads_into_the_same_array(data_dir,
+                                                          monkeypatch):
+  dataset = tiny_config(data_dir).dataset
+  one = pipeline.load(dataset)
+  monkeypatch.setattr(pipeline, '_READ_CHUNK', 5)  # 24 images: 5 chunks
+  monkeypatch.setattr(pipeline, 'READ_THREADS', 3)
+  many = pipeline.load(dataset)
+  np.testing.assert_array_equal(many.images, one.images)
+  np.testing.assert_array_equal(many.labels, one.labels)
+
+
+class _IndexedSource:
+  """A derived dataset's records, stored out of order with their 'index'."""
+
+  def __init__(self, order):
+    self.order = order
+
+  def __len__(self):
+    return len(self.order)
+
+  def __getitems__(self, keys):
+    return [{'image': np.full((4, 4, 1), self.order[k], np.uint8),
+             'index': self.order[k], 'label': self.order[k] % 2}
+            for k in keys]
+
+
+def _load_indexed(monkeypatch, order):
+  builder = types.SimpleNamespace(info=types.SimpleNamespace(
+      features={'image': None, 'index': None}, description='derived'))
+  monkeypatch.setattr(pipeline, 'data_source',
+                      lambda dataset, split: (_IndexedSource(order), builder))
+  monkeypatch.setattr(pipeline, '_READ_CHUNK', 3)
+  monkeypatch.setattr(pipeline, 'READ_THREADS', 2)
+  dataset = tiny_config('unused').dataset
+  dataset.image_size = 4
+  return pipeline.load(dataset)
+
+
+def test_load_puts_each_record_at_its_index(monkeypatch):
+  order = [7, 2, 9, 0, 4, 1, 8, 3, 6, 5]
+  data = _load_indexed(monkeypatch, order)
+  assert data.images[:, 0, 0, 0].tolist() == list(range(10))
+  assert data.labels.tolist() == [i % 2 for i in range(10)]
+
+
+@pytest.mark.parametrize('order', [[0, 1, 2, 3, 1], [0, 1, 2, 3, 5]])
+def test_load_rejects_a_repeated_or_missing_index(monkeypatch, order):
+  with pytest.raises(ValueError, match='bad or repeated index'):
+    _load_indexed(monkeypatch, order)
 
 
 def test_unknown_dataset_is_a_clear_error(data_dir):

@@ -20,8 +20,11 @@ own contiguous slice, so the data order is independent of the process count.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import copy
 import dataclasses
+import os
 import queue
 import threading
 from typing import Any, Callable
@@ -41,6 +44,11 @@ from medjax.data.builders import registry
 
 PHANTOM = 'mni_brain_phantom'
 _READ_CHUNK = 256
+# Threads that read, decode and resize a split in `load`. TFDS's zlib
+# decompression and PIL's resize release the GIL, so the per-image work
+# (0.7 ms at 256 px on a 2-core EPYC) overlaps; record parsing holds it, which
+# caps the gain (bench/NOTES.md, 2026-12-07).
+READ_THREADS = min(16, os.cpu_count() or 1)
 # grain read options of `make_iterator`: one worker thread gathering batches,
 # two batches buffered ahead. The gather is cheap and a large buffer of big
 # images would only cost memory; bench/pipeline.py reports and sweeps them.
@@ -179,15 +187,35 @@ def load(dataset: ml_collections.ConfigDict, split: str | None = None,
   seen = np.zeros((n,), bool)
   logging.info('Reading %d images of %s/%s into memory at %dx%d.', n,
                dataset.name, split, size, size)
-  for start in range(0, n, _READ_CHUNK):
-    idx = range(start, min(n, start + _READ_CHUNK))
-    for i, record in zip(idx, source.__getitems__(list(idx))):
-      j = int(record['index']) if by_index else i
-      if not 0 <= j < n or seen[j]:
-        raise ValueError(f'{dataset.name}/{split}: bad or repeated index {j}')
-      seen[j] = True
-      images[j] = _prepare_image(record['image'], size, channels)
-      labels[j] = record.get('label', 0)
+
+  def read(start):
+    idx = list(range(start, min(n, start + _READ_CHUNK)))
+    chunk = np.empty((len(idx), size, size, channels), np.uint8)
+    where = np.empty((len(idx),), np.int64)
+    label = np.zeros((len(idx),), np.int32)
+    for k, (i, record) in enumerate(zip(idx, source.__getitems__(idx))):
+      where[k] = int(record['index']) if by_index else i
+      chunk[k] = _prepare_image(record['image'], size, channels)
+      label[k] = record.get('label', 0)
+    return where, chunk, label
+
+  starts = list(range(0, n, _READ_CHUNK))
+  threads = min(READ_THREADS, len(starts))
+  with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+    # At most two chunks a thread in flight: decoded chunks waiting to be
+    # copied cost little memory beside the split.
+    pending = collections.deque(
+        pool.submit(read, s) for s in starts[:2 * threads])
+    for s in starts[2 * threads:] + [None] * len(pending):
+      where, chunk, label = pending.popleft().result()
+      if s is not None:
+        pending.append(pool.submit(read, s))
+      for j in where:
+        if not 0 <= j < n or seen[j]:
+          raise ValueError(f'{dataset.name}/{split}: bad or repeated index {j}')
+        seen[j] = True
+      images[where] = chunk
+      labels[where] = label
   f = dataset.detail_filter
   if f.min_score is not None or f.keep_top is not None:
     keep, _ = detail.filter_images(images, f'{dataset.name}/{split}',
