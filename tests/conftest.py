@@ -29,9 +29,8 @@ def load_bench(name: str):
 @pytest.fixture(scope='session', autouse=True)
 def _temporary_files_under_pytest(tmp_path_factory):
   """Temporary files of the tests and their subprocesses go under pytest's
-  own temporary tree, which pytest prunes: TFDS leaves an empty folder in
-  the temporary directory for each dataset it builds
-  (`DatasetInfo.initialize_from_bucket`, tensorflow-datasets 4.9)."""
+  own temporary tree, which pytest prunes (medjax's builders already clean
+  up after TFDS, `tfds_utils.no_leftover_tempdirs`; this catches the rest)."""
   folder = str(tmp_path_factory.mktemp('tmp'))
   with pytest.MonkeyPatch.context() as patch:
     patch.setenv('TMPDIR', folder)

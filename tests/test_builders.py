@@ -3,6 +3,7 @@
 import csv
 import io
 import os
+import tempfile
 
 import numpy as np
 from PIL import Image
@@ -14,10 +15,12 @@ import pytest
 from medjax import config_lib
 from medjax.data import phantom
 from medjax.data import pipeline
+from medjax.data.builders import arrays
 from medjax.data.builders import brain_tumor_mri
 from medjax.data.builders import chexpert
 from medjax.data.builders import dicom_folder
 from medjax.data.builders import folders
+from medjax.data.builders import mni_brain_phantom
 from medjax.data.builders import registry
 
 _S = 32
@@ -679,3 +682,23 @@ def test_dicom_builder_without_pydicom_says_what_to_install(
     registry.prepare('dicom_folder', str(tmp_path / 'tfds'), dicom_root,
                      image_size=_S, channels=1, limit=None, label_level=0,
                      test_fraction=0.25, seed=1)
+
+
+@pytest.mark.parametrize('make', ['arrays', 'phantom'])
+def test_preparing_a_dataset_leaves_no_temporary_folder(tmp_path, monkeypatch,
+                                                        make):
+  # TFDS's DatasetInfo.initialize_from_bucket makes a mkdtemp folder for every
+  # builder of an unprepared dataset and never removes it.
+  scratch = tmp_path / 'tmp'
+  scratch.mkdir()
+  monkeypatch.setattr(tempfile, 'tempdir', str(scratch))
+  if make == 'arrays':
+    arrays.write('leftover_check', str(tmp_path / 'tfds'),
+                 {'train': (np.zeros((2, 4, 4, 1), np.uint8),
+                            np.zeros((2,), np.int32))}, (), 'check', {})
+  else:
+    mni_brain_phantom.prepare(
+        str(tmp_path / 'tfds'),
+        phantom.PhantomParams(image_size=16, num_train=2, num_test=1))
+  assert not list(scratch.iterdir())
+  assert tempfile.tempdir == str(scratch)

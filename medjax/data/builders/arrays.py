@@ -16,6 +16,8 @@ from typing import Any, Mapping
 import numpy as np
 import tensorflow_datasets as tfds
 
+from medjax.data.builders import tfds_utils
+
 _NAME = re.compile(r'^[a-z][a-z0-9_]*$')
 
 
@@ -72,7 +74,8 @@ def write(name: str, data_dir: str | None,
         yield i, example
 
   _Arrays.name = name
-  builder = _Arrays(data_dir=data_dir, file_format='array_record')
+  with tfds_utils.no_leftover_tempdirs():
+    builder = _Arrays(data_dir=data_dir, file_format='array_record')
   if builder.is_prepared():
     raise FileExistsError(f'{builder.data_dir} exists: choose another name '
                           'or delete it first')

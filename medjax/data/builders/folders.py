@@ -871,8 +871,9 @@ def prepare(builder_cls: type[FolderBuilder], config: FolderConfig,
     FileNotFoundError: the manual folder is missing, empty or not laid out as
       expected (the message shows the expected tree).
   """
-  builder = builder_cls(config=config, data_dir=data_dir,
-                        file_format='array_record')
+  with tfds_utils.no_leftover_tempdirs():
+    builder = builder_cls(config=config, data_dir=data_dir,
+                          file_format='array_record')
   if builder.is_prepared():
     logging.info('%s already prepared in %s.', builder.info.full_name,
                  builder.data_dir)

@@ -179,8 +179,9 @@ def prepare(data_dir: str | None,
   """
   config = config_for(params.image_size, params.num_train, params.num_test,
                       params.seed)
-  builder = MniBrainPhantom(config=config, data_dir=data_dir,
-                            file_format='array_record')
+  with tfds_utils.no_leftover_tempdirs():
+    builder = MniBrainPhantom(config=config, data_dir=data_dir,
+                              file_format='array_record')
   if builder.is_prepared():
     logging.info('Phantom dataset %s already prepared in %s.',
                  builder.info.full_name, builder.data_dir)

@@ -1,7 +1,10 @@
 """Helpers shared by medjax's TFDS builders."""
 
+import contextlib
 import os
+import tempfile
 import time
+from typing import Iterator
 
 from absl import logging
 import tensorflow_datasets as tfds
@@ -31,3 +34,21 @@ def remove_stale_incomplete(builder: tfds.core.DatasetBuilder) -> None:
     else:
       logging.warning('%s exists: another process may be preparing the same '
                       'dataset right now.', path)
+
+
+@contextlib.contextmanager
+def no_leftover_tempdirs() -> Iterator[None]:
+  """Points `tempfile` at a folder that is removed on exit.
+
+  Constructing a TFDS builder whose dataset is not prepared yet calls
+  `DatasetInfo.initialize_from_bucket`, which makes a `tempfile.mkdtemp`
+  folder and never removes it (tensorflow-datasets 4.9): one empty
+  `/tmp/tmp*tfds` per preparation. Wrap builder construction in this.
+  """
+  saved = tempfile.tempdir
+  with tempfile.TemporaryDirectory(prefix='medjax_tfds_') as folder:
+    tempfile.tempdir = folder
+    try:
+      yield
+    finally:
+      tempfile.tempdir = saved
