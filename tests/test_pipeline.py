@@ -1,5 +1,6 @@
 """Host pipeline: in-memory split, seeded epochs, checkpointable position."""
 
+import sys
 import threading
 import time
 import types
@@ -86,6 +87,25 @@ def test_load_puts_each_record_at_its_index(monkeypatch):
 def test_load_rejects_a_repeated_or_missing_index(monkeypatch, order):
   with pytest.raises(ValueError, match='bad or repeated index'):
     _load_indexed(monkeypatch, order)
+
+
+def test_a_split_larger_than_free_memory_is_refused_before_reading(
+    data_dir, monkeypatch):
+  dataset = tiny_config(data_dir).dataset
+  pipeline.load(dataset)  # Prepared; 24 images of 16x16 need 6,144 bytes.
+  monkeypatch.setattr(pipeline, '_available_memory_bytes', lambda: 6143)
+  with pytest.raises(MemoryError, match=r'24 images at 16x16x1.*image_size'):
+    pipeline.load(dataset)
+  monkeypatch.setattr(pipeline, '_available_memory_bytes', lambda: 6144)
+  assert pipeline.load(dataset).images.nbytes == 6144
+  monkeypatch.setattr(pipeline, '_available_memory_bytes', lambda: None)
+  assert pipeline.load(dataset).images.nbytes == 6144
+
+
+def test_available_memory_is_read_from_the_os():
+  available = pipeline._available_memory_bytes()  # pylint: disable=protected-access
+  if sys.platform == 'linux':
+    assert available is not None and available > 2**20
 
 
 def test_unknown_dataset_is_a_clear_error(data_dir):

@@ -178,6 +178,16 @@ def load(dataset: ml_collections.ConfigDict, split: str | None = None,
       raise ValueError(f'{dataset.name} stores images of shape {stored}, not '
                        'one square size; it cannot be read unresized')
     size = stored[0]
+  need = n * size * size * channels
+  available = _available_memory_bytes()
+  if available is not None and need > available:
+    # Caught before reading: the OS would kill the process minutes in.
+    raise MemoryError(
+        f'{dataset.name}/{split} needs {need / 2**30:.1f} GiB of host memory '
+        f'({n} images at {size}x{size}x{channels}, uint8), but only '
+        f'{available / 2**30:.1f} GiB is available. Lower '
+        'dataset.image_size, or prepare fewer images (dataset.source.limit '
+        'for your own folders).')
   images = np.empty((n, size, size, channels), np.uint8)
   labels = np.zeros((n,), np.int32)
   # Datasets derived by medjax (degrade, restore) store each image's position
@@ -231,6 +241,21 @@ def load(dataset: ml_collections.ConfigDict, split: str | None = None,
            else ())
   return InMemoryData(images=images, labels=labels, label_names=names,
                       description=builder.info.description)
+
+
+def _available_memory_bytes() -> int | None:
+  """Memory the OS can still give this process (Linux's MemAvailable, page
+  cache included), or None where it does not say. A container's cgroup limit
+  is not read: its usage counts reclaimable cache, which would make the
+  check refuse loads that fit."""
+  try:
+    with open('/proc/meminfo') as f:
+      for line in f:
+        if line.startswith('MemAvailable:'):
+          return int(line.split()[1]) * 1024
+  except (OSError, ValueError, IndexError):
+    pass
+  return None
 
 
 def _prepare_image(image: np.ndarray, size: int, channels: int) -> np.ndarray:
