@@ -54,21 +54,25 @@ class _IndexedSource:
 
   def __init__(self, order):
     self.order = order
+    self.reads = []
 
   def __len__(self):
     return len(self.order)
 
   def __getitems__(self, keys):
+    self.reads.append(len(keys))
     return [{'image': np.full((4, 4, 1), self.order[k], np.uint8),
              'index': self.order[k], 'label': self.order[k] % 2}
             for k in keys]
 
 
-def _load_indexed(monkeypatch, order):
+def _load_indexed(monkeypatch, order, source=None):
   builder = types.SimpleNamespace(info=types.SimpleNamespace(
-      features={'image': None, 'index': None}, description='derived'))
+      features={'image': types.SimpleNamespace(shape=(4, 4, 1)), 'index': None},
+      description='derived'))
+  source = source or _IndexedSource(order)
   monkeypatch.setattr(pipeline, 'data_source',
-                      lambda dataset, split: (_IndexedSource(order), builder))
+                      lambda dataset, split: (source, builder))
   monkeypatch.setattr(pipeline, '_READ_CHUNK', 3)
   monkeypatch.setattr(pipeline, 'READ_THREADS', 2)
   dataset = tiny_config('unused').dataset
@@ -78,9 +82,19 @@ def _load_indexed(monkeypatch, order):
 
 def test_load_puts_each_record_at_its_index(monkeypatch):
   order = [7, 2, 9, 0, 4, 1, 8, 3, 6, 5]
-  data = _load_indexed(monkeypatch, order)
+  source = _IndexedSource(order)
+  data = _load_indexed(monkeypatch, order, source)
   assert data.images[:, 0, 0, 0].tolist() == list(range(10))
   assert data.labels.tolist() == [i % 2 for i in range(10)]
+  assert sorted(source.reads) == [1, 3, 3, 3]
+
+
+def test_load_chunks_hold_a_bounded_number_of_bytes(monkeypatch):
+  monkeypatch.setattr(pipeline, '_READ_CHUNK_BYTES', 2 * 16 + 15)  # 4x4x1
+  source = _IndexedSource(list(range(5)))
+  data = _load_indexed(monkeypatch, None, source)
+  assert data.images[:, 0, 0, 0].tolist() == list(range(5))
+  assert sorted(source.reads) == [1, 2, 2]
 
 
 @pytest.mark.parametrize('order', [[0, 1, 2, 3, 1], [0, 1, 2, 3, 5]])

@@ -43,7 +43,11 @@ from medjax.data.builders import mni_brain_phantom
 from medjax.data.builders import registry
 
 PHANTOM = 'mni_brain_phantom'
+# `load` reads chunks of up to this many records, and of at most
+# _READ_CHUNK_BYTES of decoded images (stored or resized, the larger), two
+# chunks a thread in flight: 512 MB beside the split at 16 threads.
 _READ_CHUNK = 256
+_READ_CHUNK_BYTES = 16 * 2**20
 # Threads that read, decode and resize a split in `load`. TFDS's zlib
 # decompression and PIL's resize release the GIL, so the per-image work
 # (0.7 ms at 256 px on a 2-core EPYC) overlaps; record parsing holds it, which
@@ -172,8 +176,8 @@ def load(dataset: ml_collections.ConfigDict, split: str | None = None,
     raise ValueError(f'{dataset.name}/{split} is empty')
   channels = dataset.channels
   size = dataset.image_size
+  stored = builder.info.features['image'].shape
   if not resize:
-    stored = builder.info.features['image'].shape
     if stored[0] is None or stored[0] != stored[1]:
       raise ValueError(f'{dataset.name} stores images of shape {stored}, not '
                        'one square size; it cannot be read unresized')
@@ -197,9 +201,14 @@ def load(dataset: ml_collections.ConfigDict, split: str | None = None,
   seen = np.zeros((n,), bool)
   logging.info('Reading %d images of %s/%s into memory at %dx%d.', n,
                dataset.name, split, size, size)
+  # A record holds the stored image until it is resized.
+  record_bytes = size * size * channels
+  if all(isinstance(d, int) for d in stored):
+    record_bytes = max(record_bytes, int(np.prod(stored)))
+  chunk_size = max(1, min(_READ_CHUNK, _READ_CHUNK_BYTES // record_bytes))
 
   def read(start):
-    idx = list(range(start, min(n, start + _READ_CHUNK)))
+    idx = list(range(start, min(n, start + chunk_size)))
     chunk = np.empty((len(idx), size, size, channels), np.uint8)
     where = np.empty((len(idx),), np.int64)
     label = np.zeros((len(idx),), np.int32)
@@ -209,11 +218,10 @@ def load(dataset: ml_collections.ConfigDict, split: str | None = None,
       label[k] = record.get('label', 0)
     return where, chunk, label
 
-  starts = list(range(0, n, _READ_CHUNK))
+  starts = list(range(0, n, chunk_size))
   threads = min(READ_THREADS, len(starts))
   with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-    # At most two chunks a thread in flight: decoded chunks waiting to be
-    # copied cost little memory beside the split.
+    # At most two chunks a thread in flight (see _READ_CHUNK_BYTES).
     pending = collections.deque(
         pool.submit(read, s) for s in starts[:2 * threads])
     for s in starts[2 * threads:] + [None] * len(pending):
