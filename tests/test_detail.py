@@ -44,7 +44,7 @@ def test_select_threshold_top_n_and_both():
     detail.select(s, keep_top=-1)
 
 
-def test_filter_on_load_reports_kept_counts(data_dir, caplog):
+def test_filter_on_load_reports_kept_counts(data_dir, caplog, monkeypatch):
   caplog.set_level('INFO')
   config = tiny_config(data_dir, **{'dataset.detail_filter.keep_top': 10})
   data = pipeline.load(config.dataset)
@@ -53,6 +53,13 @@ def test_filter_on_load_reports_kept_counts(data_dir, caplog):
   full = pipeline.load(tiny_config(data_dir).dataset)
   kept_scores = detail.scores(data.images)
   assert kept_scores.min() >= np.sort(detail.scores(full.images))[-10] - 1e-3
+  # The kept images and labels, in order, compacted in place in blocks.
+  keep = detail.select(detail.scores(full.images), keep_top=10)
+  monkeypatch.setattr(pipeline, '_READ_CHUNK', 3)
+  blocks = pipeline.load(config.dataset)
+  for got in (data, blocks):
+    np.testing.assert_array_equal(got.images, full.images[keep])
+    np.testing.assert_array_equal(got.labels, full.labels[keep])
   config.dataset.detail_filter.keep_top = None
   config.dataset.detail_filter.min_score = 1e12
   with pytest.raises(ValueError, match='kept no image'):

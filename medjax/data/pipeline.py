@@ -242,7 +242,13 @@ def load(dataset: ml_collections.ConfigDict, split: str | None = None,
     if not len(keep):
       raise ValueError(f'the detail filter kept no image of {dataset.name}/'
                        f'{split}; lower dataset.detail_filter.min_score')
-    images, labels = images[keep], labels[keep]
+    # Moved down in place, a block at a time (keep is sorted, so no block
+    # overwrites a row a later one reads): `images[keep]` would hold the
+    # split twice at its peak. The result is a view of the first rows.
+    for k in range(0, len(keep), _READ_CHUNK):
+      block = keep[k:k + _READ_CHUNK]
+      images[k:k + len(block)] = images[block]
+    images, labels = images[:len(keep)], labels[keep]
   features = builder.info.features
   names = (tuple(features['label'].names)
            if 'label' in features and hasattr(features['label'], 'names')
