@@ -60,7 +60,11 @@ rm -rf /tmp/medjax_prof
 export PYTHONUNBUFFERED=1
 # One compilation cache for the session: max_batch.py's probes at the batches
 # train_step.py compiled first are then cache hits. compile_s of the first
-# compile of each step is a real compile (the cache starts empty).
+# compile of each step is a real compile (the cache starts empty). With the
+# cache on, jax (jax_persistent_cache_enable_xla_caches, default) also keeps
+# XLA's autotuning results in it, so a variant of a program compiled before
+# (other XLA_FLAGS, a profile) reuses its convolutions' algorithm choices: its
+# compile_s is not a cold compile.
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/medjax_jax_cache}
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
 start=$SECONDS
