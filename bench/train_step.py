@@ -68,8 +68,8 @@ def build(config, batch_size: int, pack_state: bool = False):
 
   Returns:
     (jitted step(state, batch, rng, consts) -> (state, metrics), state,
-    batch, consts): the batch is random uint8 images of the config's size,
-    already on the device; consts are the task's constants (e.g. SRGAN's
+    batch, consts): the batch is random uint8 images of the config's size
+    and random labels below `model.num_classes`, already on the device; consts are the task's constants (e.g. SRGAN's
     VGG19 weights), an argument as in medjax.train, so XLA's memory analysis
     counts them and does not embed them in the executable.
   """
@@ -78,8 +78,12 @@ def build(config, batch_size: int, pack_state: bool = False):
   state = jax.jit(task.init)(jax.random.key(0))
   size = config.dataset.image_size
   shape = (batch_size, size, size, config.dataset.channels)
-  batch = {'image': jnp.asarray(
-      np.random.default_rng(0).integers(0, 256, shape, np.uint8))}
+  rng = np.random.default_rng(0)
+  # Labels too, as the real pipeline's batches have them (the conditional
+  # GANs, StarGAN and the classifier read them).
+  batch = {'image': jnp.asarray(rng.integers(0, 256, shape, np.uint8)),
+           'label': jnp.asarray(rng.integers(
+               0, max(config.model.num_classes, 1), batch_size, np.int32))}
   consts = jax.device_put(task.consts())
   step_fn = task.train_step
   config.pack_state = pack_state

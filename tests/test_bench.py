@@ -145,6 +145,15 @@ def test_train_step_bench_cli_takes_config_overrides(data_dir, capsys):
   assert packed['gflop_per_image'] == leaves['gflop_per_image']
 
 
+def test_train_step_bench_feeds_labels_to_the_labelled_tasks(data_dir):
+  bench = load_bench('train_step')
+  config = bench.benchlib.load_config([
+      f'--config={os.path.join(REPO, "configs", "cdcgan_brain.py")}',
+      *tiny_flags(data_dir)])
+  row = bench.measure(config, batch_size=2, steps=1, warmup=0)
+  assert row['model'] == 'cdcgan' and row['images_per_s'] > 0
+
+
 @pytest.mark.parametrize('name,labelled', [('dcgan_brain', False),
                                             ('cdcgan_brain', True)])
 def test_gpu_hlo_abstract_step_feeds_labels_to_conditional_models(
