@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 from absl import flags
 import jax
+import medjax
 from ml_collections import config_flags
 
 # A sibling script; benchlib may itself be loaded by path (tests).
@@ -83,12 +84,18 @@ def environment() -> dict[str, Any]:
   (the XLA_FLAGS the backend started with) and `matmul_precision`
   (jax_default_matmul_precision; None lets XLA use TF32 for float32
   convolutions and matmuls on NVIDIA GPUs, as the PyTorch reference allows
-  with `allow_tf32`) say which compiler settings a figure was taken with.
+  with `allow_tf32`) say which compiler settings a figure was taken with;
+  `xla_flags` leaves out the flag medjax adds itself on CPU-only machines,
+  recorded as `cpu_convolutions` ('eigen' or 'ynn', `medjax.
+  CPU_CONVOLUTIONS`).
   """
+  flags_ = [f for f in os.environ.get('XLA_FLAGS', '').split()
+            if f != medjax.EIGEN_CONVOLUTIONS]
   return {
       'device': jax.devices()[0].device_kind,
       'backend': jax.default_backend(),
-      'xla_flags': os.environ.get('XLA_FLAGS', '').strip(),
+      'xla_flags': ' '.join(flags_),
+      'cpu_convolutions': medjax.CPU_CONVOLUTIONS,
       'matmul_precision': jax.config.jax_default_matmul_precision,
       'num_devices': jax.device_count(), 'jax': jax.__version__,
       'cpu': cpu_model(), 'cpu_count': os.cpu_count(),

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import medjax
 from medjax import config_lib
 from medjax import trainers
 from medjax.models import conv
@@ -137,7 +138,7 @@ def test_gpu_weight_gradient_multiplies_in_bfloat16_sums_in_float32(
   dy = jax.random.normal(jax.random.key(1), (2, 10, 12, 3), jnp.bfloat16)
   args = (x, dy, (4, 4, 8, 3), (1, 1), ((2, 2), (2, 2)), (2, 2))
   got = {}
-  for rule in ('cpu',) + conv.GPU_RULES:
+  for rule in ('cpu', 'eigen') + conv.GPU_RULES:
     monkeypatch.setattr(conv, 'forms_rule', lambda rule=rule: rule)
     # A new function each time: jax caches traces per function.
     jaxpr = jax.make_jaxpr(lambda x, dy: conv.weight_grad(x, dy, *args[2:]))(
@@ -146,11 +147,12 @@ def test_gpu_weight_gradient_multiplies_in_bfloat16_sums_in_float32(
     assert len(dots) == 16 and all(
         e.params['preferred_element_type'] == jnp.float32 for e in dots)
     operand_types = {v.aval.dtype for e in dots for v in e.invars}
-    assert operand_types == {jnp.dtype(jnp.float32 if rule == 'cpu'
+    assert operand_types == {jnp.dtype(jnp.float32 if rule in ('cpu', 'eigen')
                                        else jnp.bfloat16)}
     got[rule] = conv.weight_grad(*args)
     assert got[rule].dtype == jnp.float32
   np.testing.assert_allclose(got['gpu'], got['cpu'], rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(got['eigen'], got['cpu'])
   for rule in conv.GPU_RULES:
     np.testing.assert_array_equal(got[rule], got['gpu'])
 
@@ -185,8 +187,9 @@ def test_forms_only_where_they_win(h, k, s, d, cin, cout, cpu, gpu,
   x = jnp.zeros((2, h, h, cin))
   w = jnp.zeros((k, k, cin, cout))
   pad = ((k - 1, k - 1),) * 2 if d > 1 else ((k // 2, (k - 1) // 2),) * 2
-  # 'cudnn', 'cudnn_dw': as 'gpu' (transposed ones through their adjoints).
-  for rule, want in (('cpu', cpu), ('gpu', gpu), ('cudnn', gpu),
+  # 'cudnn', 'cudnn_dw': as 'gpu' (transposed ones through their adjoints);
+  # 'eigen' (XLA:CPU's Eigen convolutions) too.
+  for rule, want in (('cpu', cpu), ('eigen', gpu), ('gpu', gpu), ('cudnn', gpu),
                      ('cudnn_dw', gpu), (None, False)):
     monkeypatch.setattr(conv, 'forms_rule', lambda rule=rule: rule)
 
@@ -310,6 +313,15 @@ def test_gpu_rule_is_the_rule_each_step_was_timed_with(monkeypatch):
   assert gpu == off
 
 
+@pytest.mark.parametrize('name', ['dcgan_brain', 'srgan_brain'])
+def test_eigen_rule_takes_the_gpu_rules_forms(name, monkeypatch):
+  """Under XLA:CPU's Eigen convolutions (medjax.CPU_CONVOLUTIONS 'eigen')
+  only the transposed and strided forms win (bench/NOTES.md, 2026-12-07):
+  the float32 train steps are the GPU rule's programs."""
+  eigen, gpu = (_train_step_jaxpr(name, r, monkeypatch) for r in ('eigen', 'gpu'))
+  assert eigen == gpu
+
+
 @pytest.mark.parametrize('h,k,s,padding', [
     (9, 3, 1, ((0, 0), (0, 0))), (10, 3, 2, 'VALID'), (7, 1, 1, 'SAME'),
     (8, 1, 2, ((0, 0), (0, 0))), (11, 3, 2, 'SAME')])
@@ -357,11 +369,14 @@ def test_conv_forms_switch(monkeypatch):
     results[choice] = jax.grad(loss, (0, 1))(x, w)
   for a, b in zip(results['on'], results['off']):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
-  for choice in ('gemm', 'cudnn', 'cudnn_dw'):
+  for choice in ('eigen', 'gemm', 'cudnn', 'cudnn_dw'):
     monkeypatch.setenv('MEDJAX_CONV_FORMS', choice)
     assert conv.forms_rule() == choice
   monkeypatch.setenv('MEDJAX_CONV_FORMS', 'auto')
-  assert conv.forms_rule() == 'cpu'  # The tests run on the CPU.
+  # The tests run on the CPU: the rule of the library XLA:CPU convolves with.
+  for library, rule in (('eigen', 'eigen'), ('ynn', 'cpu')):
+    monkeypatch.setattr(medjax, 'CPU_CONVOLUTIONS', library)
+    assert conv.forms_rule() == rule
   monkeypatch.setenv('MEDJAX_CONV_FORMS', 'fast')
   with pytest.raises(ValueError, match='MEDJAX_CONV_FORMS'):
     conv.forms_rule()

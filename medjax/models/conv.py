@@ -26,14 +26,18 @@ forms:
   dropped: XLA:CPU runs unpadded convolutions up to 3x slower than padded
   ones (InceptionV3 at batch 16: 3.4 s -> 2.0 s per forward).
 
-The forms cost compile time and memory (each tap materialises a slice), so on
-CPU a convolution takes them only where they win (`_form_applies`): transposed
-ones, strided ones with k divisible by s, and stride-1 ones with an output of
-at least TAPS_MIN_AREA pixels and no fewer output than input channels; the
-rest are plain `lax` (bench/NOTES.md, 2026-11-26: SRGAN x4 batch 16 compiles
-in 13 s instead of 19 s with a third less XLA temp memory, same step time).
-DCGAN train step, batch 128, float32, 2-core CPU: 4.2-4.8 s -> 3.4 s per step
-(docs/benchmarks.md).
+The forms cost compile time and memory (each tap materialises a slice), so a
+convolution takes them only where they win (`_form_applies`), which on CPU
+depends on the library XLA:CPU convolves with (`medjax.CPU_CONVOLUTIONS`).
+With Eigen's, medjax's default on x86-64 since 2026-12-07 (the 'eigen'
+rule): transposed ones and strided ones with k divisible by s only; there
+XLA's own stride-1 weight gradient is 2.3-4.8x faster than the k*k matmuls
+and unpadded convolutions 10-25% faster than padded ones (bench/NOTES.md).
+With YNNPACK's (the 'cpu' rule) also stride-1 ones with an output of at
+least TAPS_MIN_AREA pixels and no fewer output than input channels, and the
+padding of unpadded ones below. DCGAN train step, batch 128, float32, 2-core
+CPU: 4.2-4.8 s -> 3.4 s per step with the forms (2026-11-25), 2.1-2.2 s
+with Eigen's convolutions (docs/benchmarks.md).
 
 On GPU (`forms_rule` 'gpu') only transposed and strided (k divisible by s)
 convolutions take the forms: on an H200 (2026-11-26) they made DCGAN's
@@ -44,9 +48,10 @@ it is plain `lax.conv_general_dilated`. Pass it to Flax as `nn.Conv(...,
 conv_general_dilated=conv.conv_general_dilated)`.
 
 The environment variable MEDJAX_CONV_FORMS, read when a function is traced,
-overrides the backend rule for timing: 'on' uses the CPU rule on every
-backend, 'off' plain lax everywhere ('auto', the default: the backend's
-rule). bench/train_step.py's --conv_forms sets it.
+overrides the backend rule for timing: 'on' uses the YNNPACK CPU rule
+('cpu') on every backend, 'eigen' the Eigen one, 'off' plain lax everywhere
+('auto', the default: the backend's rule). bench/train_step.py's
+--conv_forms sets it.
 
 'cudnn' (opt-in, for GPUs; untimed yet) is the 'gpu' rule but for
 transposed convolutions, which it runs on the cuDNN calls PyTorch's
@@ -87,6 +92,8 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
+import medjax
+
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
@@ -97,7 +104,7 @@ def _is_nhwc(dimension_numbers, ndim: int) -> bool:
   return dn == lax.conv_dimension_numbers((1,) * 4, (1,) * 4, _NHWC)
 
 
-FORMS = ('auto', 'on', 'off', 'gemm', 'cudnn', 'cudnn_dw')
+FORMS = ('auto', 'on', 'off', 'eigen', 'gemm', 'cudnn', 'cudnn_dw')
 # The rules `forms_rule` gives for GPUs ('auto' there, or forced).
 GPU_RULES = ('gpu', 'gemm', 'cudnn', 'cudnn_dw')
 
@@ -106,12 +113,15 @@ def forms_rule() -> str | None:
   """Which convolutions take the forms above, from MEDJAX_CONV_FORMS.
 
   Returns:
-    'cpu': every convolution where a form beats XLA:CPU (`_form_applies`),
-    and unpadded ones padded by a stride; 'gpu': transposed and strided
-    (k divisible by s) ones only; None: none (plain `lax`). 'auto' picks
-    the rule of the default backend (None on TPU, where nothing is timed),
-    'on' the CPU rule on any backend, 'off' None; 'gemm' (`MEDJAX_CONV_FORMS=
-    gemm`): every convolution whose patches fit GEMM_MAX_BYTES as a matrix
+    'cpu': every convolution where a form beats XLA:CPU's YNNPACK
+    convolutions (`_form_applies`), and unpadded ones padded by a stride;
+    'eigen': transposed and strided (k divisible by s) ones only, the forms
+    that beat XLA:CPU's Eigen convolutions, with the CPU's float32 weight
+    gradients; 'gpu': the same convolutions; None: none (plain `lax`).
+    'auto' picks the rule of the default backend: on CPU 'eigen' or 'cpu'
+    as `medjax.CPU_CONVOLUTIONS` says XLA runs them (None on TPU, where
+    nothing is timed); 'on' the 'cpu' rule on any backend, 'off' None;
+    'gemm' (`MEDJAX_CONV_FORMS=gemm`): every convolution whose patches fit GEMM_MAX_BYTES as a matrix
     product (`_gemm_conv`), the rest as 'gpu'; 'cudnn' (`MEDJAX_CONV_FORMS=
     cudnn`): 'gpu', but transposed convolutions as the adjoint of a strided
     one (`_adjoint_padding`); 'cudnn_dw': 'gpu', but their weight gradients
@@ -122,7 +132,9 @@ def forms_rule() -> str | None:
     raise ValueError(f'MEDJAX_CONV_FORMS={choice!r}, expected one of {FORMS}')
   if choice == 'auto':
     backend = jax.default_backend()
-    return backend if backend in ('cpu', 'gpu') else None
+    if backend == 'cpu':
+      return 'cpu' if medjax.CPU_CONVOLUTIONS == 'ynn' else 'eigen'
+    return 'gpu' if backend == 'gpu' else None
   return {'on': 'cpu', 'off': None}.get(choice, choice)
 
 
@@ -152,9 +164,10 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
     fast = all(p >= 0 for pair in padding for p in pair)
   if fast and rule == 'cpu' and not any(
       p for pair in padding for p in pair) and all(d == 1 for d in lhs_dil):
-    # XLA:CPU runs a convolution without padding up to 3x slower than the
-    # same one padded (bench/NOTES.md, 2026-11-26: InceptionV3's 1x1 and
-    # VALID 3x3 ones): pad the bottom by one stride, drop the extra row.
+    # XLA:CPU's YNNPACK runs a convolution without padding up to 3x slower
+    # than the same one padded (bench/NOTES.md, 2026-11-26: InceptionV3's 1x1
+    # and VALID 3x3 ones): pad the bottom by one stride, drop the extra row.
+    # (Eigen's runs it 10-25% faster unpadded: not under 'eigen'.)
     return conv_general_dilated(
         lhs, rhs, strides, ((0, strides[0]), (0, 0)),
         dimension_numbers=dimension_numbers, precision=precision)[:, :-1]
@@ -174,10 +187,11 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   return _conv(lhs, rhs, strides, padding, lhs_dil, precision)
 
 
-# Stride-1 convolutions take the k*k-matmul weight gradient only when their
-# output has at least this many pixels and no fewer channels than their input
-# (measured, docs/benchmarks.md: XLA:CPU's own is 2.4-3x slower at 96x96 and
-# 1.0-1.7x at 48x48, but up to 1.4x faster at 24x24 and for thin outputs).
+# Under the 'cpu' rule (YNNPACK convolutions) stride-1 convolutions take the
+# k*k-matmul weight gradient only when their output has at least this many
+# pixels and no fewer channels than their input (measured 2026-11-26,
+# docs/benchmarks.md: XLA:CPU's own was 2.4-3x slower at 96x96 and 1.0-1.7x
+# at 48x48, but up to 1.4x faster at 24x24 and for thin outputs).
 TAPS_MIN_AREA = 48 * 48
 
 
@@ -193,9 +207,10 @@ def _form_applies(x_shape, w_shape, strides, padding, lhs_dil,
     return True
   if any(s > 1 for s in strides):
     return not kh % strides[0] and not kw % strides[1]  # Space-to-depth dx.
-  if rule in GPU_RULES:  # 'gemm' passes 'gpu' here for what it leaves.
+  if rule in GPU_RULES or rule == 'eigen':  # 'gemm' passes 'gpu' here.
     # H200, 2026-11-26: all forms on made SRGAN's step (stride-1 ones) 14%
-    # slower in float32 and 37% in bfloat16 (bench/NOTES.md).
+    # slower in float32 and 37% in bfloat16; XLA:CPU with Eigen's
+    # convolutions, 2026-12-07: XLA's dW 2.3-4.8x faster (bench/NOTES.md).
     return False
   (pt, pb), (pl, pr) = padding
   area = (x_shape[1] + pt + pb - kh + 1) * (x_shape[2] + pl + pr - kw + 1)
