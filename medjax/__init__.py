@@ -4,8 +4,9 @@ Importing medjax picks XLA:CPU's convolution library before JAX starts its
 backend (`cpu_convolutions`): on x86-64 CPU-only machines with jaxlib 0.10.2
 or newer it appends `EIGEN_CONVOLUTIONS` to XLA_FLAGS, so float32
 convolutions run on Eigen instead of YNNPACK. On a 2-core AMD EPYC
-(bench/NOTES.md, 2026-12-07) that made the DCGAN train step at batch 128
-25% faster and InceptionV3's FID features 30% faster. A user's own
+(docs/benchmarks.md, 2026-12-07) that cut the DCGAN train step at batch 128
+by 28-30% and SRGAN's at 16 by 15-17%, and made InceptionV3's FID features
+1.4x faster. A user's own
 `--xla_cpu_experimental_ynn_fusion_type` in XLA_FLAGS is left as it is
 (`...=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION`
 keeps YNNPACK's convolutions).
