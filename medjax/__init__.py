@@ -36,8 +36,11 @@ def _version(text: str) -> tuple[int, ...]:
 
 
 def _accelerator_plugin() -> bool:
-  """Whether a GPU or TPU PJRT plugin is installed (JAX's own discovery)."""
+  """Whether a GPU or TPU PJRT plugin is installed, found the ways JAX finds
+  them: libtpu, the `jax_plugins` entry points, the `jax_plugins` package."""
   if importlib.util.find_spec('libtpu') is not None:
+    return True
+  if importlib.metadata.entry_points(group='jax_plugins'):
     return True
   try:
     import jax_plugins  # pylint: disable=g-import-not-at-top

@@ -1,5 +1,6 @@
 """medjax picks XLA:CPU's convolution library before JAX starts."""
 
+import importlib.metadata
 import os
 
 import pytest
@@ -52,3 +53,13 @@ def test_this_process_chose_at_import():
   env = dict(os.environ)
   assert medjax.cpu_convolutions(env) == medjax.CPU_CONVOLUTIONS
   assert env == dict(os.environ)
+
+
+def test_accelerator_plugins_are_found_by_entry_point(monkeypatch):
+  real = importlib.metadata.entry_points
+  assert not medjax._accelerator_plugin()  # pylint: disable=protected-access
+  monkeypatch.setattr(
+      importlib.metadata, 'entry_points',
+      lambda group=None: ['xla_cuda12'] if group == 'jax_plugins'
+      else real(group=group))
+  assert medjax._accelerator_plugin()  # pylint: disable=protected-access
