@@ -69,9 +69,10 @@ def build(config, batch_size: int, pack_state: bool = False):
   Returns:
     (jitted step(state, batch, rng, consts) -> (state, metrics), state,
     batch, consts): the batch is random uint8 images of the config's size
-    and random labels below `model.num_classes`, already on the device; consts are the task's constants (e.g. SRGAN's
-    VGG19 weights), an argument as in medjax.train, so XLA's memory analysis
-    counts them and does not embed them in the executable.
+    and random labels below `model.num_classes`, already on the device;
+    consts are the task's constants (e.g. SRGAN's VGG19 weights), an
+    argument as in medjax.train, so XLA's memory analysis counts them and
+    does not embed them in the executable.
   """
   config_lib.validate(config)
   task = trainers.get_task(config)

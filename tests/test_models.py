@@ -318,7 +318,8 @@ def test_eigen_rule_takes_the_gpu_rules_forms(name, monkeypatch):
   """Under XLA:CPU's Eigen convolutions (medjax.CPU_CONVOLUTIONS 'eigen')
   only the transposed and strided forms win (bench/NOTES.md, 2026-12-07):
   the float32 train steps are the GPU rule's programs."""
-  eigen, gpu = (_train_step_jaxpr(name, r, monkeypatch) for r in ('eigen', 'gpu'))
+  eigen, gpu = (_train_step_jaxpr(name, r, monkeypatch)
+                for r in ('eigen', 'gpu'))
   assert eigen == gpu
 
 

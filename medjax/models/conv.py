@@ -121,11 +121,11 @@ def forms_rule() -> str | None:
     'auto' picks the rule of the default backend: on CPU 'eigen' or 'cpu'
     as `medjax.CPU_CONVOLUTIONS` says XLA runs them (None on TPU, where
     nothing is timed); 'on' the 'cpu' rule on any backend, 'off' None;
-    'gemm' (`MEDJAX_CONV_FORMS=gemm`): every convolution whose patches fit GEMM_MAX_BYTES as a matrix
-    product (`_gemm_conv`), the rest as 'gpu'; 'cudnn' (`MEDJAX_CONV_FORMS=
-    cudnn`): 'gpu', but transposed convolutions as the adjoint of a strided
-    one (`_adjoint_padding`); 'cudnn_dw': 'gpu', but their weight gradients
-    as the adjoint's.
+    'gemm' (`MEDJAX_CONV_FORMS=gemm`): every convolution whose patches fit
+    GEMM_MAX_BYTES as a matrix product (`_gemm_conv`), the rest as 'gpu';
+    'cudnn' (`MEDJAX_CONV_FORMS=cudnn`): 'gpu', but transposed convolutions
+    as the adjoint of a strided one (`_adjoint_padding`); 'cudnn_dw': 'gpu',
+    but their weight gradients as the adjoint's.
   """
   choice = os.environ.get('MEDJAX_CONV_FORMS', 'auto')
   if choice not in FORMS:
