@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import gzip
 import os
 import platform
@@ -20,6 +21,7 @@ from typing import Any, Callable, Sequence
 from absl import flags
 import jax
 import medjax
+import numpy as np
 from ml_collections import config_flags
 
 # A sibling script; benchlib may itself be loaded by path (tests).
@@ -199,12 +201,52 @@ def utilisation(flops: float, seconds: float,
   Returns:
     {'tflops_achieved', 'peak_bf16_tflops', 'mfu'}: MFU is achieved over
     peak; None where the peak is unknown
-    (`MEDJAX_PEAK_TFLOPS` sets it by hand).
+    (`MEDJAX_PEAK_TFLOPS` sets it by hand). Then, for this process's own
+    device, also 'matmul_tflops' (`matmul_tflops`) and 'of_matmul'
+    (achieved over it).
   """
   achieved = flops / seconds / 1e12
   peak = peak_tflops(device_kind)
-  return {'tflops_achieved': achieved, 'peak_bf16_tflops': peak,
-          'mfu': achieved / peak if peak else None}
+  row = {'tflops_achieved': achieved, 'peak_bf16_tflops': peak,
+         'mfu': achieved / peak if peak else None}
+  if peak is None and device_kind is None:
+    matmul = matmul_tflops()
+    row.update(matmul_tflops=matmul, of_matmul=achieved / matmul)
+  return row
+
+
+@functools.cache
+def matmul_tflops(n: int = 2048, repeats: int = 5) -> float:
+  """This device's float32 TFLOP/s on an n x n matrix product, best of runs.
+
+  The yardstick where no data-sheet peak is known (CPUs, whose peak depends
+  on cores, clocks and vector units): what XLA itself reaches on a large,
+  well-shaped product here, so `of_matmul` says how far a program is from it.
+  Measured once per process (about 1 s on a 2-core CPU).
+
+  Args:
+    n: the matrices' side (2048: 17 GFLOP, big enough to reach the rate).
+    repeats: timed calls after one warm-up; the fastest counts.
+
+  Returns:
+    TFLOP/s (multiply-add = 2).
+  """
+  a = jax.device_put(np.ones((n, n), np.float32))
+  product = jax.jit(lambda a: a @ a).lower(a).compile()
+  product(a).block_until_ready()
+  best = float('inf')
+  for _ in range(repeats):
+    start = time.perf_counter()
+    product(a).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * n**3 / best / 1e12
+
+
+def utilisation_cell(row: dict[str, Any]) -> str:
+  """MFU as a table cell, or the share of `matmul_tflops` where no peak."""
+  if row.get('mfu') is None and row.get('of_matmul') is not None:
+    return f"{percent(row['of_matmul'])} of matmul"
+  return percent(row.get('mfu'))
 
 
 def percent(fraction: float | None) -> str:

@@ -120,7 +120,7 @@ def main(argv=None):
     case = r['case'] + (' (BN folded)' if r.get('fold_bn') else '')
     print(f"| {case} | {r['batch']} | {r['dtype']} | "
           f"{r['images_per_s']:.1f} | {r['step_ms']:.1f} | "
-          f"{r['compile_s']:.1f} | {benchlib.percent(r['mfu'])} | "
+          f"{r['compile_s']:.1f} | {benchlib.utilisation_cell(r)} | "
           f"{r['device']} |")
 
 

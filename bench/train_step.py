@@ -221,7 +221,7 @@ def main(argv=None):
           f" | {r['images_per_s']:.1f} | {r['step_ms']:.1f} | "
           f"{r['host_loop_ms']:.2f} | "
           f"{r['compile_s']:.1f} | {r['gflop_per_image']:.2f} | "
-          f"{benchlib.percent(r['mfu'])} | "
+          f"{benchlib.utilisation_cell(r)} | "
           f"{r['peak_memory_mb']:.0f} ({r['peak_memory_source'].split()[0]})"
           f" | {r['device']} |")
   return rows

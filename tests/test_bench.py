@@ -56,6 +56,20 @@ def test_utilisation_uses_the_chip_peak(monkeypatch):
   assert benchlib.utilisation(50e12, 1.0, 'cpu')['mfu'] == 0.5
 
 
+def test_utilisation_without_a_peak_measures_against_a_matmul():
+  """A CPU has no data-sheet peak: the row says how far it is from what
+  XLA reaches here on a large matrix product, timed in the process."""
+  benchlib = load_bench('benchlib')
+  matmul = benchlib.matmul_tflops(n=256, repeats=2)
+  assert 0 < matmul < 1e3
+  benchlib.matmul_tflops = lambda: 0.2  # Pin it: timings vary.
+  u = benchlib.utilisation(0.05e12, 1.0)
+  assert u['mfu'] is None and u['matmul_tflops'] == 0.2
+  assert u['of_matmul'] == 0.25
+  assert benchlib.utilisation_cell(u) == '25.0% of matmul'
+  assert 'of_matmul' not in benchlib.utilisation(0.05e12, 1.0, 'cpu')
+
+
 def test_compile_timed_counts_the_model_flops():
   """FLOPs come from the lowered program, the model as written: a 3x3
   VALID convolution's 2*N*Ho*Wo*k*k*Cin*Cout (XLA counts only the taps
